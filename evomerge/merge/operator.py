@@ -1,0 +1,130 @@
+"""The merge-operator contract and its registry.
+
+An operator is a pure function on tensors: given the tensors of one weight from every input model (and
+the base model's, when it uses one) plus that tensor's resolved parameters, it returns the merged tensor.
+It never reads files, never keeps state between calls and draws randomness only from the
+``torch.Generator`` it is handed (seeded from the plan's seed and the tensor's name), so the same plan
+always gives the same weights, on disk in ``evomerge merge`` and in place inside an evaluator actor.
+
+Operators that need a statistic over the whole model before any tensor is merged (a global magnitude
+threshold, say) declare a :class:`GlobalPass`: the engine streams every tensor through it once first and
+hands the result to every call as ``inputs.stats``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+from evomerge.merge.params import ParamSpec, ResolvedParams
+from evomerge.registry import Registry
+
+BasePolicy = Literal["required", "optional", "forbidden", "ignored"]
+"""``required``/``optional``: the base is passed apart from the inputs; ``forbidden``: a base is an error;
+``ignored``: the operator has no notion of a base, which (when given) is merged as one more input."""
+
+
+@dataclass
+class MergeInputs:
+    """Everything an operator sees for one output tensor."""
+
+    tensors: list[torch.Tensor]
+    """One tensor per non-base input model, in recipe order (computed in the plan's compute dtype)."""
+    base: torch.Tensor | None
+    name: str
+    generator: torch.Generator | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    layer: int | None = None
+
+
+class OperatorFn(Protocol):
+    def __call__(self, inputs: MergeInputs, params: ResolvedParams, /) -> torch.Tensor: ...
+
+
+class GlobalPass(Protocol):
+    """A whole-model statistic computed before merging (streaming, one tensor at a time)."""
+
+    def start(self, params: ResolvedParams, n_models: int) -> None: ...
+
+    def observe(self, inputs: MergeInputs, params: ResolvedParams) -> None: ...
+
+    def finish(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    name: str
+    fn: OperatorFn
+    params: tuple[ParamSpec, ...] = ()
+    base: BasePolicy = "ignored"
+    min_models: int = 1
+    max_models: int | None = None
+    randomized: bool = False
+    global_pass: Callable[[], GlobalPass] | None = None
+    needs_global_pass: Callable[[ResolvedParams], bool] | None = None
+    """When set, the global pass runs only if this returns True for the recipe's shared parameters."""
+    reference: str = ""
+
+    @property
+    def doc(self) -> str:
+        return (self.fn.__doc__ or "").strip()
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+
+OPERATORS: Registry[OperatorSpec] = Registry("merge method", entry_point_group="evomerge.operators")
+
+
+def operator(
+    name: str,
+    *,
+    params: Sequence[ParamSpec] = (),
+    base: BasePolicy = "ignored",
+    min_models: int = 1,
+    max_models: int | None = None,
+    randomized: bool = False,
+    global_pass: Callable[[], GlobalPass] | None = None,
+    needs_global_pass: Callable[[ResolvedParams], bool] | None = None,
+    reference: str = "",
+) -> Callable[[OperatorFn], OperatorFn]:
+    """Register a tensor function as merge method ``name`` (decorator)."""
+
+    def wrap(fn: OperatorFn) -> OperatorFn:
+        OPERATORS.register(
+            name,
+            OperatorSpec(
+                name=name,
+                fn=fn,
+                params=tuple(params),
+                base=base,
+                min_models=min_models,
+                max_models=max_models,
+                randomized=randomized,
+                global_pass=global_pass,
+                needs_global_pass=needs_global_pass,
+                reference=reference,
+            ),
+        )
+        return fn
+
+    return wrap
+
+
+def get_operator(name: str, path: str | None = "merge_method") -> OperatorSpec:
+    """Look up an operator (loading the built-in ones first); unknown names list the known ones."""
+    import evomerge.merge.operators  # noqa: F401  (registers the built-in operators)
+
+    spec = OPERATORS.get(name, path)
+    if not isinstance(spec, OperatorSpec):
+        raise TypeError(f"{name!r} does not name an evomerge operator (got {type(spec).__name__})")
+    return spec

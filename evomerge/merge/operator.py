@@ -45,11 +45,21 @@ class OperatorFn(Protocol):
 
 
 class GlobalPass(Protocol):
-    """A whole-model statistic computed before merging (streaming, one tensor at a time)."""
+    """A whole-model statistic computed before merging, streaming one tensor at a time.
 
-    def start(self, params: ResolvedParams, n_models: int) -> None: ...
+    The engine calls ``start`` once, then for ``pass_index`` in ``range(n_passes)`` calls ``observe`` for
+    every tensor the operator merges (same order each pass) followed by ``end_pass``, and finally hands
+    ``finish()``'s dict to every operator call as ``inputs.stats``. Several passes allow exact selections
+    in bounded memory (e.g. a histogram first, then only the values in the bin that holds the k-th).
+    """
 
-    def observe(self, inputs: MergeInputs, params: ResolvedParams) -> None: ...
+    n_passes: int
+
+    def start(self, n_models: int) -> None: ...
+
+    def observe(self, inputs: MergeInputs, params: ResolvedParams, pass_index: int) -> None: ...
+
+    def end_pass(self, pass_index: int) -> None: ...
 
     def finish(self) -> dict[str, Any]: ...
 

@@ -89,12 +89,19 @@ class TokenizerConfig(Frozen):
 
 
 class Override(Frozen):
-    """evomerge extension: a different operator (and parameters) for the tensors a group matches."""
+    """evomerge extension: a different operator (and parameters) for the tensors a group matches.
+
+    A tensor belongs to the first override whose ``filter`` is a substring of its output name and whose
+    ``layers`` range ``[start, end)`` holds its output layer (absent criteria always match). Precedence
+    for a model's value: ``models[ref]`` here, the model's own parameters, this override's ``parameters``,
+    then the slice's and the recipe's ``parameters``.
+    """
 
     merge_method: str
     filter: str | None = None
     layers: tuple[int, int] | None = None
     parameters: Parameters | None = None
+    models: dict[str, Parameters] | None = None
 
     @model_validator(mode="after")
     def _selects_something(self) -> Override:

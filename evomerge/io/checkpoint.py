@@ -111,7 +111,7 @@ class Checkpoint:
         if singles:
             weight_map = {}
             for f in singles:
-                for name in self._open(f.name).keys():
+                for name in self._open(f.name).keys():  # noqa: SIM118 (safe_open is not iterable)
                     weight_map[name] = f.name
             return "safetensors", weight_map
         pickles = [p / PICKLE_INDEX, p / PICKLE_SINGLE, *sorted(p.glob("*.bin")), *sorted(p.glob("*.pt"))]
@@ -196,7 +196,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.label}: tensor {name!r} not found")
         if self.format == "pickle":
             return self._load_pickle(file)[name]
-        return self._open(file).get_tensor(name)  # type: ignore[no-any-return]
+        return self._open(file).get_tensor(name)
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name in self._weight_map:

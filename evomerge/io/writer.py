@@ -10,6 +10,7 @@ a model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -167,10 +168,9 @@ class CheckpointWriter:
             raise CheckpointError(f"tensor {name!r}: expected shape {list(slot.shape)}, got {list(tensor.shape)}")
         shard = self._where[name]
         data = tensor.detach().to(device="cpu", dtype=slot.dtype).contiguous().reshape(-1)
-        raw = data.view(torch.uint8).numpy() if data.numel() else b""
         fd = self._fds[shard.path]
         pos = shard.data_start + shard.offsets[name]
-        view = memoryview(raw).cast("B") if not isinstance(raw, bytes) else memoryview(raw)
+        view = memoryview(data.view(torch.uint8).numpy().data) if data.numel() else memoryview(b"")
         while len(view):
             n = os.pwrite(fd, view, pos)
             view = view[n:]
@@ -222,10 +222,8 @@ class CheckpointWriter:
 
     def abort(self) -> None:
         for fd in self._fds.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._fds.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -32,7 +32,9 @@ class MergeInputs:
     """Everything an operator sees for one output tensor."""
 
     tensors: list[torch.Tensor]
-    """One tensor per non-base input model, in recipe order (computed in the plan's compute dtype)."""
+    """One tensor per non-base input model, in recipe order, in the compute dtype (float32 unless the
+    sources are float64). READ-ONLY: they may be memory-mapped views of the checkpoint files or the
+    evaluator's resident copies; never modify them in place."""
     base: torch.Tensor | None
     name: str
     generator: torch.Generator | None = None

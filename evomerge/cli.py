@@ -1,0 +1,112 @@
+"""The ``evomerge`` command line: the face of the project.
+
+Every command turns user mistakes (:class:`~evomerge.errors.EvomergeError`) into one line on stderr and
+a non-zero exit; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from evomerge import __version__
+from evomerge.errors import EvomergeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Report EvomergeError as ``error: ...`` and exit with its code, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EvomergeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="evomerge")
+def main() -> None:
+    """evomerge: find the best merge of several fine-tuned checkpoints of one architecture.
+
+    \b
+    evomerge merge RECIPE.yaml OUT_DIR     one merge from a recipe (mergekit YAML works as is)
+    evomerge search CONFIG.yaml            evolve merge recipes; everything lands in the run directory
+    evomerge resume RUN_DIR                continue a stopped or crashed search
+    evomerge export RUN_DIR OUT_DIR        best (or Nth / a Pareto point) candidate -> HF checkpoint
+    evomerge report RUN_DIR                plots and a summary table of a run
+    evomerge validate CONFIG_OR_RECIPE     pre-flight checks of a config and its source models
+
+    Run `evomerge COMMAND --help` for the options of each command.
+    """
+    _quiet_libraries()
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="cpu", show_default=True, help="Where operators run: cpu, cuda, cuda:1, ...")
+@click.option("--shard-size", default="5GB", show_default=True, help="Largest output shard, e.g. 2GB or 500MB.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists (atomically, after the merge succeeds).")
+@click.option("--allow-download", is_flag=True, help="Fetch models that are not local folders from the Hugging Face hub.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def merge(recipe: Path, out_dir: Path, device: str, shard_size: str, overwrite: bool, allow_download: bool, quiet: bool) -> None:
+    """Merge the models of RECIPE into OUT_DIR (a Hugging Face checkpoint folder).
+
+    RECIPE is mergekit's YAML (merge_method, base_model, models[].parameters, parameters, slices, dtype,
+    tokenizer) or evomerge's own dialect (add `dialect: evomerge` for the papers' defaults where mergekit
+    differs). Model paths are relative to the working directory, or else to the recipe's folder.
+    """
+    from evomerge.merge.to_disk import merge_to_disk
+    from evomerge.plan import MergePlan
+
+    plan = MergePlan.from_yaml(recipe)
+    _check_device(device)
+    out = merge_to_disk(
+        plan, out_dir, device=device, max_shard_size=shard_size, overwrite=overwrite,
+        base_dir=recipe.resolve().parent, allow_download=allow_download, progress=not quiet,
+    )
+    click.echo(f"merged {len(plan.source_models())} models with {plan.merge_method} -> {out}")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from evomerge.errors import ConfigError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"invalid device {device!r}; use cpu, cuda or cuda:N", "--device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA requested but no GPU is available", "--device")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

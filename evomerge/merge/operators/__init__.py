@@ -1,3 +1,16 @@
 """Built-in merge operators; importing this package registers them all."""
 
-from evomerge.merge.operators import linear  # noqa: F401
+from evomerge.merge.operators import (  # noqa: F401
+    breadcrumbs,
+    consensus,
+    dare,
+    della,
+    linear,
+    model_stock,
+    mwa,
+    passthrough,
+    slerp,
+    spherical,
+    task_arithmetic,
+    ties,
+)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import torch
 
+from evomerge.errors import ConfigError
 from evomerge.merge.operator import MergeInputs, operator
+from evomerge.merge.operators.support import per_input, weight_spec
 from evomerge.merge.params import ParamSpec, ResolvedParams
+
+WEIGHT_SUM_EPS = 1e-12
 
 
 def weighted_sum(tensors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Σ_i w_i x_i, accumulated in one output buffer."""
     out = torch.zeros_like(tensors[0])
     for tensor, w in zip(tensors, weights):
         out.add_(tensor, alpha=float(w))
@@ -18,7 +23,7 @@ def weighted_sum(tensors: list[torch.Tensor], weights: list[float]) -> torch.Ten
 @operator(
     "linear",
     params=(
-        ParamSpec("weight", float, scope="input", doc="weight w_i of each model"),
+        weight_spec("input", default=1.0),
         ParamSpec("normalize", bool, default=True, doc="divide by the sum of the weights"),
     ),
     base="ignored",
@@ -29,10 +34,13 @@ def linear(inputs: MergeInputs, params: ResolvedParams) -> torch.Tensor:
 
     Model soups (Wortsman et al., 2022). A base model, when given, is one more input with its own weight.
     """
-    weights = list(params.model("weight"))
-    if weights and abs(sum(weights)) < 1e-12 and params["normalize"]:
-        raise ValueError(f"linear: weights sum to zero at {inputs.name}; cannot normalise")
+    weights = per_input(inputs, params, "weight")
     out = weighted_sum(inputs.tensors, weights)
     if params["normalize"]:
-        out.div_(sum(weights))
+        total = sum(weights)
+        if abs(total) < WEIGHT_SUM_EPS:
+            raise ConfigError(
+                f"parameter 'weight' sums to zero at {inputs.name}; cannot normalise (set normalize: false)"
+            )
+        out.div_(total)
     return out

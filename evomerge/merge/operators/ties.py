@@ -1,0 +1,90 @@
+"""TIES-Merging: trim, elect sign, disjoint merge."""
+
+from __future__ import annotations
+
+import torch
+
+from evomerge.merge.operator import MergeInputs, operator
+from evomerge.merge.operators.global_trim import STATS_KEY, GlobalTrimThresholds
+from evomerge.merge.operators.sparsify import Rescale, trim_below, trim_to_top
+from evomerge.merge.operators.support import (
+    INT8_MASK,
+    LAMBDA,
+    RESCALE_TRIM,
+    density_spec,
+    normalize_spec,
+    per_input,
+    weight_spec,
+)
+from evomerge.merge.operators.task_vectors import Sparsifier, merge_task_vectors
+from evomerge.merge.params import ParamSpec, ResolvedParams
+
+TRIM_SCOPE = ParamSpec(
+    "trim_scope",
+    str,
+    default="global",
+    mergekit_default="tensor",
+    choices=("global", "tensor"),
+    doc="global: keep the top-d of each task vector over the whole model (paper); tensor: per tensor (mergekit)",
+)
+ZERO_SIGN = ParamSpec(
+    "zero_sign",
+    str,
+    default="majority",
+    mergekit_default="positive",
+    choices=("majority", "positive"),
+    doc="elected sign where the trimmed task vectors sum to exactly 0: the tensor's majority sign "
+    "(the TIES authors' code) or + (mergekit)",
+)
+
+
+def _needs_thresholds(params: ResolvedParams) -> bool:
+    return bool(params["trim_scope"] == "global")
+
+
+@operator(
+    "ties",
+    params=(
+        weight_spec(),
+        density_spec(0.2, doc="fraction d of each task vector kept by magnitude (the paper's k = 20%)"),
+        LAMBDA,
+        normalize_spec(True),
+        TRIM_SCOPE,
+        ZERO_SIGN,
+        RESCALE_TRIM,
+        INT8_MASK,
+    ),
+    base="required",
+    global_pass=GlobalTrimThresholds,
+    needs_global_pass=_needs_thresholds,
+    reference="Yadav et al., TIES-Merging: Resolving Interference When Merging Models, NeurIPS 2023 (arXiv 2306.01708)",
+)
+def ties(inputs: MergeInputs, params: ResolvedParams) -> torch.Tensor:
+    """TIES-Merging (Yadav et al., 2023): θ = θ0 + λ · Σ_{i∈A} w_i τ̂_i / Σ_{i∈A} w_i.
+
+    1. Trim: τ̂_i keeps the d-fraction of τ_i = θ_i − θ0 largest in magnitude, over the whole model
+       (``trim_scope: global``, the paper) or per tensor (``tensor``, mergekit);
+    2. elect: γ = sign(Σ_i w_i τ̂_i) per entry (``zero_sign`` resolves an exact 0);
+    3. disjoint merge over A = {i : sign(w_i τ̂_i) = γ}: the mean with ``normalize`` (the paper), else the sum.
+    The global trim keeps every entry at least as large as the exact k-th largest, k = int(d·N).
+    """
+    densities = per_input(inputs, params, "density")
+    rescale: Rescale = "l1" if params["rescale"] else None
+    sparsify: Sparsifier
+    if params["trim_scope"] == "global":
+        if STATS_KEY not in inputs.stats:
+            raise RuntimeError(
+                f"ties: global trim needs the whole-model pass, which did not run for {inputs.name}"
+            )
+        thresholds = inputs.stats[STATS_KEY]
+
+        def sparsify(delta: torch.Tensor, i: int) -> torch.Tensor:
+            return delta if densities[i] >= 1 else trim_below(delta, thresholds[i], rescale)
+    else:
+
+        def sparsify(delta: torch.Tensor, i: int) -> torch.Tensor:
+            return trim_to_top(delta, densities[i], rescale)
+
+    return merge_task_vectors(
+        inputs, params, method="ties", sparsify=sparsify, sign_consensus=True, zero_sign=params["zero_sign"]
+    )

@@ -26,6 +26,9 @@ Scope = Literal["global", "model", "input"]
 """``global``: one value per tensor; ``model``: one per non-base model; ``input``: one per input, base too."""
 
 REQUIRED: Any = object()
+"""A parameter without a default: recipes must set it."""
+SAME: Any = object()
+"""``mergekit_default`` sentinel: mergekit-dialect recipes use the same default as evomerge's."""
 
 
 def evaluate_setting(tensor_name: str, setting: ParameterSetting | None, t: float, cast: Callable[[Any], Any]) -> Any:
@@ -43,6 +46,8 @@ def evaluate_setting(tensor_name: str, setting: ParameterSetting | None, t: floa
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             return values[int(t * (len(values) - 1))]
         scaled = t * (len(values) - 1)
+        if abs(scaled - round(scaled)) < 1e-9:  # t = i/(n-1) must land exactly on point i (float round-off)
+            scaled = float(round(scaled))
         i0 = int(scaled)
         i1 = min(len(values) - 1, i0 + 1)
         frac = scaled - i0
@@ -63,8 +68,8 @@ class ParamSpec:
     type: type = float
     scope: Scope = "global"
     default: Any = REQUIRED
-    mergekit_default: Any = REQUIRED
-    """Default in mergekit-dialect recipes; ``REQUIRED`` here means "same as ``default``"."""
+    mergekit_default: Any = SAME
+    """Default in mergekit-dialect recipes (``REQUIRED``: mergekit makes it mandatory)."""
     low: float | None = None
     high: float | None = None
     low_open: bool = False
@@ -72,7 +77,7 @@ class ParamSpec:
     doc: str = ""
 
     def default_for(self, dialect: str) -> Any:
-        if dialect == "mergekit" and self.mergekit_default is not REQUIRED:
+        if dialect == "mergekit" and self.mergekit_default is not SAME:
             return self.mergekit_default
         return self.default
 

@@ -39,14 +39,14 @@ def user_errors(fn: F) -> F:
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
+    """Keep third-party chatter (progress bars, info logs) out of evomerge's own output.
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
+    Environment variables only: importing transformers here would cost seconds on commands that never use it.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -93,6 +93,66 @@ def merge(recipe: Path, out_dir: Path, device: str, shard_size: str, overwrite: 
         base_dir=recipe.resolve().parent, allow_download=allow_download, progress=not quiet,
     )
     click.echo(f"merged {len(plan.source_models())} models with {plan.merge_method} -> {out}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the run's state lives (default: runs/<config name>). An unfinished run there is continued.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field, e.g. --set budget.evaluations=50 --set seed=3 (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run directory first and start afresh.")
+@user_errors
+def search(config: Path, run_dir: Path | None, overrides: tuple[str, ...], overwrite: bool) -> None:
+    """Search for the best merge as CONFIG describes; everything it learns lands in the run directory.
+
+    The run directory holds the resolved config, evaluations.jsonl (one line per evaluation), checkpoints
+    and status. Stop it any time (Ctrl-C, or a crash): `evomerge resume RUN_DIR` continues where it
+    stopped without re-evaluating anything.
+    """
+    from evomerge import search as search_mod
+
+    s, resumed = search_mod.start(config, run_dir, list(overrides), overwrite)
+    click.echo(f"run directory: {s.run_dir.path}" + (" (continuing)" if resumed else ""))
+    _finish(search_mod.run(s, resumed))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change the budget or tracking of the run, e.g. --set budget.evaluations=200.")
+@user_errors
+def resume(run_dir: Path, overrides: tuple[str, ...]) -> None:
+    """Continue a stopped or crashed search from its last checkpoint (nothing is evaluated twice)."""
+    from evomerge import search as search_mod
+
+    s = search_mod.reopen(run_dir, list(overrides))
+    _finish(search_mod.run(s, True))
+
+
+def _finish(summary: dict[str, Any]) -> None:
+    best = summary.get("best") or {}
+    scores = ", ".join(f"{k}={v:.4g}" for k, v in best.items()) or "-"
+    click.echo(f"{summary['reason']}: {summary['evaluations']} evaluations, best {summary['best_uid']} ({scores})")
+    if summary.get("exported"):
+        click.echo(f"exported the best candidate to {summary['exported']}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rank", default=0, show_default=True, help="Export the N-th best candidate (0 = best).")
+@click.option("--pareto-index", type=int, default=None, help="Export the i-th point of the Pareto front instead.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="Output dtype.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+@user_errors
+def export(run_dir: Path, out_dir: Path, rank: int, pareto_index: int | None, dtype: str | None, overwrite: bool) -> None:
+    """Write a run's best (or N-th, or a Pareto point) candidate as a Hugging Face checkpoint with a model card."""
+    from evomerge.export import export_run
+
+    path = export_run(run_dir, out_dir, rank=rank, pareto_index=pareto_index, overwrite=overwrite, dtype=dtype,
+                      progress=True)
+    click.echo(f"exported to {path}")
 
 
 def _check_device(device: str) -> None:

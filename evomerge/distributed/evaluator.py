@@ -59,9 +59,9 @@ class Evaluator:
         self.device = resolve_device(spec.device, gpus)
         seeds = SeedTree(spec.seed)
         self.checkpoints = {ref: Checkpoint(path, allow_pickle=spec.allow_pickle, label=ref) for ref, path in spec.sources.items()}
-        self.infos = {
-            ref: SourceInfo(ref, {n: m.shape for n, m in ck.meta.items()}, ck.config) for ref, ck in self.checkpoints.items()
-        }
+        self.infos = {ref: SourceInfo(ref, {n: m.shape for n, m in ck.meta.items()}, ck.config,
+                                      {n: str(m.dtype) for n, m in ck.meta.items()})
+                      for ref, ck in self.checkpoints.items()}
         self.model, self.tokenizer = self._build_model(seeds)
         self.model.to(self.device)
         self.params: dict[str, torch.Tensor] = dict(self.model.state_dict(keep_vars=True))

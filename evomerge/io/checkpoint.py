@@ -83,9 +83,15 @@ def resolve_model_path(ref: str, allow_download: bool = False) -> Path:
 class Checkpoint:
     """A model folder: its config and lazily read tensors."""
 
-    def __init__(self, path: str | Path, *, allow_pickle: bool = False, label: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, allow_pickle: bool = False, label: str | None = None, keep_open: bool = True
+    ) -> None:
+        """``keep_open=False`` maps a file anew for every tensor, so that each tensor's pages leave this
+        process's resident memory as soon as the tensor is dropped (streaming merges); ``True`` keeps one
+        mapping per file (evaluators, which read the same tensors for every candidate)."""
         self.path = Path(path)
         self.label = label or str(path)
+        self.keep_open = keep_open
         if not self.path.is_dir():
             raise CheckpointError(f"model folder not found: {self.path}")
         self.allow_pickle = allow_pickle
@@ -196,6 +202,9 @@ class Checkpoint:
             raise CheckpointError(f"{self.label}: tensor {name!r} not found")
         if self.format == "pickle":
             return self._load_pickle(file)[name]
+        if not self.keep_open:
+            with safe_open(str(self.path / file), framework="pt", device="cpu") as handle:
+                return handle.get_tensor(name)
         return self._open(file).get_tensor(name)
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:

@@ -60,7 +60,7 @@ class MergeExecutor:
         for name, spec in self.compiled.operators.items():
             if spec.global_pass is None:
                 continue
-            tasks = [t for t in self.compiled.tasks if t.method == name and self._is_float(t)]
+            tasks = [t for t in self.compiled.tasks if t.method == name and t.floating]
             if spec.needs_global_pass is not None:
                 tasks_needing = [t for t in tasks if spec.needs_global_pass(t.params)]
                 if not tasks_needing:
@@ -74,15 +74,10 @@ class MergeExecutor:
             self._stats[name] = gp.finish()
         return self._stats
 
-    def _is_float(self, task: TensorTask) -> bool:
-        ref = task.inputs[0] if task.inputs else task.base
-        assert ref is not None
-        return bool(self.fetch(*ref).is_floating_point())
-
     # ------------------------------------------------------------------ merging
     def run(self, task: TensorTask) -> torch.Tensor:
         """The merged tensor for ``task`` in the compute dtype, on the executor's device."""
-        if not self._is_float(task):
+        if not task.floating:
             ref = task.inputs[0] if task.inputs else task.base
             assert ref is not None
             return self.fetch(*ref)

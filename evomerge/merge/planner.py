@@ -31,6 +31,7 @@ class SourceInfo:
     shapes: Mapping[str, tuple[int, ...]]
     config: Mapping[str, Any]
     dtypes: Mapping[str, str] = field(default_factory=dict)
+    """Tensor name → dtype name (``torch.float32`` ...); tensors not listed are taken as floating point."""
 
     @property
     def layout(self) -> ModelLayout:
@@ -48,6 +49,8 @@ class TensorTask:
     shape: tuple[int, ...]
     layer: int | None
     seed: int
+    floating: bool = True
+    """Integer/bool tensors (buffers, ids) are copied from the first input instead of merged."""
 
 
 @dataclass
@@ -191,10 +194,11 @@ class _Compiler:
             spec.params, dialect=self.plan.dialect, tensor_name=name, t=t,
             shared_sources=shared, model_sources=model_sources, base_sources=base_sources, where=name,
         )
+        dtype = self.infos[sources[0].model].dtypes.get(src_names[0], "float")
         self.tasks.append(TensorTask(
             out_name=name, method=spec.name,
             inputs=tuple((self.index[s.model], n) for s, n in entries), base=base, params=params,
-            shape=shapes[0], layer=layer, seed=tensor_seed(self.plan.seed, name),
+            shape=shapes[0], layer=layer, seed=tensor_seed(self.plan.seed, name), floating="float" in dtype,
         ))
 
     def _shape(self, ref: str, name: str) -> tuple[int, ...]:

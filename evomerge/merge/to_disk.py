@@ -34,7 +34,7 @@ def open_sources(plan: MergePlan, *, base_dir: Path | None = None, allow_downloa
     out: dict[str, Checkpoint] = {}
     for ref in plan.source_models():
         path = resolve_model_path(_locate(ref, base_dir), allow_download=allow_download)
-        out[ref] = Checkpoint(path, allow_pickle=plan.allow_pickle, label=ref)
+        out[ref] = Checkpoint(path, allow_pickle=plan.allow_pickle, label=ref, keep_open=False)
     return out
 
 
@@ -81,8 +81,12 @@ def merge_to_disk(
     base_dir: Path | None = None,
     allow_download: bool = False,
     progress: bool = True,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Merge ``plan`` into ``out_dir`` (atomic: the folder appears only when complete)."""
+    """Merge ``plan`` into ``out_dir`` (atomic: the folder appears only when complete).
+
+    ``extra_files`` (name → text: a model card, recipes) are written inside the same atomic commit.
+    """
     checkpoints = open_sources(plan, base_dir=base_dir, allow_download=allow_download)
     try:
         compiled = compile_plan(plan, source_infos(checkpoints))
@@ -108,6 +112,8 @@ def merge_to_disk(
             if plan.chat_template is not None:
                 _set_chat_template(writer.tmp, plan.chat_template)
             writer.write_text(RECIPE_FILE, plan.to_yaml())
+            for name, text in (extra_files or {}).items():
+                writer.write_text(name, text)
         return Path(out_dir)
     finally:
         for ck in checkpoints.values():

@@ -14,7 +14,7 @@ import torch
 
 from evomerge.errors import ConfigError
 from evomerge.merge.operator import OPERATORS, MergeInputs, OperatorSpec, get_operator
-from evomerge.merge.params import ResolvedParams, resolve
+from evomerge.merge.params import REQUIRED, ResolvedParams, resolve
 
 NAME = "model.layers.0.mlp.up_proj.weight"
 ALL = (
@@ -46,7 +46,11 @@ def resolve_params(
     tensor_name: str = NAME,
     t: float = 0.0,
 ) -> ResolvedParams:
-    shared = shared or {}
+    shared = dict(shared or {})
+    if dialect == "mergekit":  # mergekit makes these mandatory; give the value evomerge would default to
+        for p in spec.params:
+            if p.mergekit_default is REQUIRED and p.name not in shared:
+                shared[p.name] = p.default
     own = list(per_model or [{}] * n_models)
     return resolve(
         spec.params,

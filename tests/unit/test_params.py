@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evomerge.errors import ConfigError
-from evomerge.merge.params import REQUIRED, ParamSpec, evaluate_setting, resolve
+from evomerge.merge.params import SAME, ParamSpec, evaluate_setting, resolve
 from evomerge.plan import ConditionalParameter
 
 num = ParamSpec("x", float)
@@ -67,7 +67,7 @@ def test_dialect_defaults() -> None:
     assert spec.default_for("mergekit") == "tensor"
     assert spec.default_for("evomerge") == "global"
     plain = ParamSpec("lam", float, default=1.0)
-    assert plain.default_for("mergekit") == 1.0 and plain.mergekit_default is REQUIRED
+    assert plain.default_for("mergekit") == 1.0 and plain.mergekit_default is SAME
 
 
 def test_range_checks() -> None:

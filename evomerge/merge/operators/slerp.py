@@ -8,7 +8,7 @@ import torch
 
 from evomerge.merge.operator import MergeInputs, operator
 from evomerge.merge.operators.support import require_base
-from evomerge.merge.params import ParamSpec, ResolvedParams
+from evomerge.merge.params import REQUIRED, ParamSpec, ResolvedParams
 
 DOT_THRESHOLD = 0.9995
 """Above this |cos Ω| the two tensors count as colinear and are interpolated linearly."""
@@ -39,7 +39,8 @@ def slerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
 @operator(
     "slerp",
     params=(
-        ParamSpec("t", float, default=0.5, doc="interpolation position: 0 gives the base, 1 the other model"),
+        ParamSpec("t", float, default=0.5, mergekit_default=REQUIRED,
+                  doc="interpolation position: 0 gives the base, 1 the other model (mandatory in mergekit recipes)"),
     ),
     base="required",
     min_models=1,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from evomerge.merge.operator import MergeInputs
-from evomerge.merge.params import REQUIRED, ParamSpec, ResolvedParams, Scope
+from evomerge.merge.params import REQUIRED, SAME, ParamSpec, ResolvedParams, Scope
 
 
 def require_base(inputs: MergeInputs, method: str) -> torch.Tensor:
@@ -39,7 +39,9 @@ def per_input(inputs: MergeInputs, params: ResolvedParams, name: str) -> list[An
 
 
 def weight_spec(scope: Scope = "model", default: Any = 1.0) -> ParamSpec:
-    return ParamSpec("weight", float, scope=scope, default=default, doc="weight w_i of each model")
+    """Per-model weight: 1 by default in evomerge recipes, mandatory in mergekit's (as mergekit has it)."""
+    return ParamSpec("weight", float, scope=scope, default=default, mergekit_default=REQUIRED,
+                     doc="weight w_i of each model")
 
 
 def density_spec(default: float, mergekit_default: float = 1.0, doc: str = "") -> ParamSpec:
@@ -60,7 +62,7 @@ LAMBDA = ParamSpec("lambda", float, default=1.0, doc="λ, scale of the merged ta
 INT8_MASK = ParamSpec("int8_mask", bool, default=False, doc="accepted for mergekit recipes; has no effect")
 
 
-def normalize_spec(default: bool, mergekit_default: Any = REQUIRED) -> ParamSpec:
+def normalize_spec(default: bool, mergekit_default: Any = SAME) -> ParamSpec:
     return ParamSpec(
         "normalize",
         bool,

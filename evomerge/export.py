@@ -1,0 +1,128 @@
+"""``evomerge export``: a run's best (or N-th, or a Pareto point) candidate → a Hugging Face checkpoint.
+
+The merge runs through the same compiler and executor as the search's in-place merges, so re-scoring the
+exported folder gives the score recorded in the run. The folder also holds a model card (scores, recipe,
+lineage) and the evomerge recipe; from-scratch runs export their weight vector into the factory model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from evomerge.config import parse_config
+from evomerge.errors import RunStateError
+from evomerge.population.archive import Archive, Entry
+from evomerge.population.records import candidate_of, evaluation_of
+from evomerge.population.run_dir import RunDir
+from evomerge.validation import load_yaml
+
+
+def load_archive(run_dir: RunDir) -> Archive:
+    from evomerge.search import objectives_of
+
+    config = parse_config(load_yaml(run_dir.config_file), source=str(run_dir.config_file))
+    base_file = run_dir.path / "base_dir"
+    base_dir = Path(base_file.read_text().strip()) if base_file.is_file() else run_dir.path
+    archive = Archive(objectives_of(config, base_dir))
+    for rec in run_dir.records():
+        archive.add(candidate_of(rec), evaluation_of(rec), rec.get("cached_from"))
+    return archive
+
+
+def select(archive: Archive, rank: int = 0, pareto_index: int | None = None) -> Entry:
+    if pareto_index is not None:
+        front = archive.pareto_front()
+        if not 0 <= pareto_index < len(front):
+            raise RunStateError(f"--pareto-index {pareto_index} out of range: the front has {len(front)} point(s)")
+        return front[pareto_index]
+    ranked = archive.ranked()
+    if not ranked:
+        raise RunStateError("the run has no successful full evaluation to export")
+    if not 0 <= rank < len(ranked):
+        raise RunStateError(f"--rank {rank} out of range: the run has {len(ranked)} successful candidate(s)")
+    return ranked[rank]
+
+
+def model_card(entry: Entry, archive: Archive, recipe: str) -> str:
+    scores = "\n".join(f"| {k} | {v:.6g} |" for k, v in entry.evaluation.objectives.items())
+    lineage = "\n".join(
+        f"- `{e.candidate.uid}` (generation {e.candidate.generation}, {e.candidate.strategy})"
+        + (f" ← {', '.join(e.candidate.parents)}" if e.candidate.parents else "")
+        for e in archive.lineage(entry.candidate.uid)[:20]
+    )
+    return f"""---
+tags: [merge, evomerge]
+---
+# {entry.candidate.uid}
+
+Merged by [evomerge](https://github.com/evomerge/evomerge) from an evolutionary search of
+{len(archive)} evaluated candidates.
+
+## Scores (search fitness)
+
+| objective | value |
+|---|---|
+{scores}
+
+## Recipe
+
+```yaml
+{recipe.rstrip()}
+```
+
+## Lineage
+
+{lineage or '- (initial candidate)'}
+"""
+
+
+def export_run(
+    run_path: Path, out_dir: Path, *, rank: int = 0, pareto_index: int | None = None, overwrite: bool = False,
+    dtype: str | None = None, progress: bool = False,
+) -> Path:
+    rd = RunDir(run_path)
+    if not rd.exists():
+        raise RunStateError(f"{run_path}: not a run directory (no config.yaml)")
+    archive = load_archive(rd)
+    entry = select(archive, rank, pareto_index)
+    record = next(r for r in rd.records() if r["uid"] == entry.candidate.uid)
+    candidate = candidate_of(record, rd)
+    scores = json.dumps({"uid": candidate.uid, "objectives": entry.evaluation.objectives}, indent=2) + "\n"
+    if candidate.plan is None:
+        return _export_vector(rd, candidate.genome.vector, out_dir, overwrite, scores)
+    from evomerge.merge.to_disk import merge_to_disk
+
+    plan = candidate.plan if dtype is None else candidate.plan.model_copy(update={"out_dtype": dtype})
+    recipe = plan.to_yaml()
+    return merge_to_disk(
+        plan, out_dir, overwrite=overwrite, progress=progress,
+        extra_files={"README.md": model_card(entry, archive, recipe), "evomerge_scores.json": scores},
+    )
+
+
+def _export_vector(rd: RunDir, vector: object, out_dir: Path, overwrite: bool, scores: str) -> Path:
+    """From-scratch runs: the genome is the weight vector of the factory model."""
+    import numpy as np
+    import torch
+
+    from evomerge.io.writer import save_state_dict
+    from evomerge.models import build_factory_model
+
+    config = parse_config(load_yaml(rd.config_file))
+    fs = config.models.from_scratch
+    if fs is None:
+        raise RunStateError("this candidate has no merge plan and the run is not from scratch")
+    model = build_factory_model(fs.factory, fs.kwargs, 0)
+    state = model.state_dict()
+    flat = np.asarray(vector, dtype=np.float32)
+    offset, out = 0, {}
+    for name, t in state.items():
+        n = t.numel()
+        out[name] = torch.from_numpy(flat[offset : offset + n].reshape(tuple(t.shape)).copy())
+        offset += n
+    if offset != flat.size:
+        raise RunStateError(f"genome has {flat.size} values, the model {offset}")
+    path = save_state_dict(out, out_dir, overwrite=overwrite, config={"evomerge_factory": fs.factory, "kwargs": fs.kwargs})
+    (path / "evomerge_scores.json").write_text(scores)
+    return path

@@ -6,8 +6,8 @@ benchmarks/_work), then for `linear` (three models) and `ties` (a base and two m
 * evomerge: wall time of the `evomerge merge` command, its merge time measured inside the process
   (without interpreter start-up), and its peak RSS;
 * mergekit-yaml (with --mergekit-venv): wall time and peak RSS;
-* the floor: reading every input tensor once and writing the output bytes once with plain tensor copies
-  (safetensors load + save_file), in-process, page cache warm — what no merge can beat;
+* the floor: reading every input file once (large sequential reads into one reused buffer) and writing the
+  output's bytes once, in-process, page cache warm: the memory-bandwidth cost no merge can beat;
 * the ratios: mergekit wall / evomerge wall (target ≥ 5), evomerge merge / floor (target ≤ 4), and
   evomerge RSS / mergekit RSS (target ≤ 1).
 
@@ -84,19 +84,21 @@ print(json.dumps({"merge_seconds": time.perf_counter() - t}))
 """
 
 FLOOR_INNER = """
-import json, sys, time
-from safetensors import safe_open
-from safetensors.torch import save_file
-inputs, out = sys.argv[1:-1], sys.argv[-1]
+import json, os, sys, time
+import torch
+inputs, out, out_bytes = sys.argv[1:-2], sys.argv[-2], int(sys.argv[-1])
 t = time.perf_counter()
-first = {}
-for i, path in enumerate(inputs):
-    with safe_open(path, "pt") as f:
-        for name in f.keys():
-            x = f.get_tensor(name).clone()  # read every byte once
-            if i == 0:
-                first[name] = x
-save_file(first, out)  # write the output bytes once
+for path in inputs:  # read every input byte once, in large sequential reads into a reused buffer
+    size = os.path.getsize(path)
+    buf = torch.empty(size, dtype=torch.uint8)
+    with open(path, "rb", buffering=0) as fh:
+        view, done = memoryview(buf.numpy()), 0
+        while done < size:
+            done += fh.readinto(view[done:])
+    del buf
+data = torch.empty(out_bytes, dtype=torch.uint8)  # write the output's bytes once
+with open(out, "wb", buffering=0) as fh:
+    fh.write(memoryview(data.numpy()))
 print(json.dumps({"floor_seconds": time.perf_counter() - t}))
 """
 
@@ -125,11 +127,12 @@ def main() -> int:
     for method, recipe in recipes.items():
         path = args.work / f"{method}.yaml"
         path.write_text(yaml.safe_dump(recipe))
-        inputs = [m for m in models] if method == "linear" else models
-        files = [str(f) for m in inputs for f in sorted(m.glob("*.safetensors"))]
+        files = [str(f) for m in models for f in sorted(m.glob("*.safetensors"))]
         out = args.work / f"out-{method}"
         warm(models)
-        floor_wall, floor_rss, floor_out = run_measured([str(exe), "-c", FLOOR_INNER, *files, str(args.work / "floor.safetensors")])
+        out_bytes = sum(f.stat().st_size for f in sorted(models[0].glob("*.safetensors")))
+        floor_wall, floor_rss, floor_out = run_measured(
+            [str(exe), "-c", FLOOR_INNER, *files, str(args.work / "floor.bin"), str(out_bytes)])
         floor = json.loads(floor_out.strip().splitlines()[-1])["floor_seconds"]
         warm(models)
         evo_wall, evo_rss, _ = run_measured([str(exe.parent / "evomerge"), "merge", str(path), str(out), "--overwrite", "-q"])

@@ -32,7 +32,13 @@ class UnknownNameError(ConfigError):
         self.name = name
         self.known = sorted(known)
         listing = ", ".join(self.known) if self.known else "(none registered)"
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {listing}", path)
+        super().__init__(f"unknown {kind} {name!r}; known {plural(kind)}: {listing}", path)
+
+
+def plural(noun: str) -> str:
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 class CheckpointError(EvomergeError):

@@ -95,7 +95,7 @@ def objectives_of(config: SearchConfig, base_dir: Path) -> list[Objective]:
 
 def build_strategy(config: SearchConfig, space: SearchSpace, objectives: Sequence[Objective], run_dir: Path) -> Strategy:
     cls = get_strategy(str(config.strategy["name"]))
-    strategy_cfg = validate_model(cls.Config, dict(config.strategy), "strategy")
+    strategy_cfg = validate_model(cls.Config, dict(config.strategy), prefix="strategy")
     return cls(space, objectives, SeedTree(config.seed), strategy_cfg, run_dir=str(run_dir))
 
 

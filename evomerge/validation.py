@@ -21,29 +21,28 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
-def first_error(exc: ValidationError, source: str | None = None) -> ConfigError:
+def first_error(exc: ValidationError, source: str | None = None, prefix: str | None = None) -> ConfigError:
+    """The first problem as one line: ``source: a.b.c: what is wrong`` (``prefix`` = the section's path)."""
     err = exc.errors()[0]
-    loc = format_loc(tuple(err.get("loc", ())))
-    kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        key = loc.rsplit(".", 1)[-1]
-        parent = loc.rsplit(".", 1)[0] if "." in loc else "top level"
-        msg = f"unknown key {key!r} (in {parent})"
+    loc = tuple(prefix.split(".") if prefix else ()) + tuple(err.get("loc", ()))
+    if err.get("type", "") == "extra_forbidden" and loc:
+        parent = format_loc(loc[:-1])
+        msg = f"{parent + ': ' if parent else ''}unknown key {str(loc[-1])!r}"
     else:
-        msg = str(err.get("msg", "invalid value"))
-        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    prefix = f"{source}: " if source else ""
+        text = str(err.get("msg", "invalid value")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        where = format_loc(loc)
+        msg = f"{where + ': ' if where else ''}{text}"
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return ConfigError(f"{prefix}{loc + ': ' if loc else ''}{msg}{tail}")
+    return ConfigError(f"{source + ': ' if source else ''}{msg}{tail}")
 
 
-def validate_model(cls: type[M], data: Any, source: str | None = None) -> M:
+def validate_model(cls: type[M], data: Any, source: str | None = None, prefix: str | None = None) -> M:
     """``cls.model_validate(data)`` with a one-line, field-naming error."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise first_error(exc, source) from None
+        raise first_error(exc, source, prefix) from None
 
 
 def load_yaml(path: str | Path) -> Any:

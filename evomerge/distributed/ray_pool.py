@@ -91,6 +91,9 @@ class RayPool(EvaluatorPool):
         self._actors: list[Any] = [None] * self.capacity
         self._busy: dict[Any, _Job] = {}
         """ObjectRef → job running on it."""
+        self._starting: dict[Any, int] = {}
+        """ObjectRef of a replacement actor's ``ready()`` → its slot (no job until it is up, so that a
+        candidate's timeout never counts an actor's start-up)."""
         self._queue: deque[_Job] = deque()
         self._done: list[Evaluation] = []
         self._objectives: list[Any] = []
@@ -122,11 +125,12 @@ class RayPool(EvaluatorPool):
 
         ray.kill(self._actors[slot], no_restart=True)
         self._actors[slot] = self._spawn(slot)
+        self._starting[self._actors[slot].ready.remote()] = slot
         self.restarts += 1
 
     def _free_slots(self) -> list[int]:
-        busy = {job.slot for job in self._busy.values()}
-        return [s for s in range(self.capacity) if s not in busy]
+        taken = {job.slot for job in self._busy.values()} | set(self._starting.values())
+        return [s for s in range(self.capacity) if s not in taken]
 
     def _dispatch(self) -> None:
         for slot in self._free_slots():
@@ -148,11 +152,15 @@ class RayPool(EvaluatorPool):
         import ray
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done and self._busy:
+        while not self._done and (self._busy or self._queue):
             wait_s = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-            ready, _ = ray.wait(list(self._busy), num_returns=1, timeout=wait_s)
+            ready, _ = ray.wait([*self._busy, *self._starting], num_returns=1, timeout=wait_s)
             for ref in ready:
-                self._finish(ref)
+                if ref in self._starting:
+                    del self._starting[ref]
+                    ray.get(ref)  # raises if the replacement cannot start at all
+                else:
+                    self._finish(ref)
             self._check_timeouts()
             self._dispatch()
             if deadline is not None and time.monotonic() >= deadline:
@@ -172,14 +180,21 @@ class RayPool(EvaluatorPool):
             if job.attempt <= self.retries:
                 self._queue.appendleft(job)
                 return
-            evaluation = Evaluation.failure(job.candidate.uid, f"evaluator died {job.attempt} time(s): {type(exc).__name__}")
-            evaluation.seconds = time.monotonic() - job.started
-            evaluation.plan_hash = job.candidate.plan_hash
+            evaluation = self._failure(job, f"evaluator died {job.attempt} time(s): {type(exc).__name__}")
+            evaluation.metrics["attempts"] = job.attempt
         except ray.exceptions.RayTaskError as exc:  # the evaluator catches suite errors; this is unexpected
-            evaluation = Evaluation.failure(job.candidate.uid, str(exc).splitlines()[0])
-            evaluation.plan_hash = job.candidate.plan_hash
-        evaluation.metrics = {**evaluation.metrics, "attempts": job.attempt + 1}
+            evaluation = self._failure(job, str(exc).splitlines()[0])
+        evaluation.metrics = {"attempts": job.attempt + 1, **evaluation.metrics}
         self._done.append(evaluation)
+
+    @staticmethod
+    def _failure(job: _Job, error: str, status: EvalStatus = EvalStatus.FAILED) -> Evaluation:
+        ev = Evaluation.failure(job.candidate.uid, error, status=status)
+        ev.seconds = time.monotonic() - job.started
+        ev.plan_hash = job.candidate.plan_hash
+        ev.evaluator = f"evaluator-{job.slot}"
+        ev.fidelity = "full" if job.fidelity is None else f"subset:{job.fidelity:g}"
+        return ev
 
     def _check_timeouts(self) -> None:
         if self.timeout is None:
@@ -189,10 +204,7 @@ class RayPool(EvaluatorPool):
             if now - job.started > self.timeout:
                 del self._busy[ref]
                 self._replace(job.slot)
-                ev = Evaluation.failure(job.candidate.uid, f"no result after {self.timeout:g}s", status=EvalStatus.TIMEOUT)
-                ev.seconds, ev.plan_hash = now - job.started, job.candidate.plan_hash
-                ev.evaluator = f"evaluator-{job.slot}"
-                self._done.append(ev)
+                self._done.append(self._failure(job, f"no result after {self.timeout:g}s", EvalStatus.TIMEOUT))
 
     def objectives(self) -> list[Any]:
         return list(self._objectives)

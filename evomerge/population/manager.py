@@ -270,7 +270,7 @@ class PopulationManager:
         if self.state.pending:  # a generation interrupted by a crash: finish it first
             self._finish_batch(list(self.state.pending.values()))
         while (reason := self.exhausted()) is None:
-            self.ask(self.cfg.batch_size or self.pool.capacity)
+            self.ask(self.cfg.batch_size or self.strategy.batch_hint or self.pool.capacity)
             batch = list(self.state.pending.values())
             if not batch:
                 reason = "strategy finished" if self.strategy.finished else "strategy proposed nothing"

@@ -72,6 +72,11 @@ class Strategy(ABC):
         self.rng.bit_generator.state = state["rng"]
 
     @property
+    def batch_hint(self) -> int | None:
+        """The batch this strategy naturally works in (CMA-ES's population), for generational mode."""
+        return None
+
+    @property
     def finished(self) -> bool:
         """True when the strategy has nothing more to propose (e.g. CMA-ES converged, no restarts left)."""
         return False

@@ -119,6 +119,10 @@ class CMAESStrategy(Strategy):
         ]
 
     # ------------------------------------------------------------------ contract
+    @property
+    def batch_hint(self) -> int | None:
+        return self.popsize
+
     def ask(self, n: int) -> list[Candidate]:
         check_ask(n)
         out: list[Candidate] = []

@@ -34,7 +34,7 @@ class ConsoleTracker(Tracker):
     name = "console"
 
     def __init__(self, stream: object = None) -> None:
-        self.console = Console(file=stream or sys.stderr)  # type: ignore[arg-type]
+        self.console = Console(file=stream or sys.stderr, soft_wrap=True)  # type: ignore[arg-type]
         self.live = self.console.is_terminal
         self.progress: Progress | None = None
         self.task: TaskID | None = None

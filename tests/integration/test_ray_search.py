@@ -3,6 +3,7 @@ and SIGKILL of the driver followed by `evomerge resume`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -77,10 +78,8 @@ def test_sigkill_driver_then_resume(llama_family: dict[str, Path], tmp_path: Pat
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        try:  # the crashed driver's Ray processes share its session: clean them up
+        with contextlib.suppress(ProcessLookupError):  # the crashed driver's Ray processes share its session
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     before = records(tmp_path / "run")
     assert 5 <= len(before) < 16
     code, out = run(["resume", str(tmp_path / "run")])

@@ -131,7 +131,7 @@ def main() -> int:
         out = args.work / f"out-{method}"
         warm(models)
         out_bytes = sum(f.stat().st_size for f in sorted(models[0].glob("*.safetensors")))
-        floor_wall, floor_rss, floor_out = run_measured(
+        _floor_wall, floor_rss, floor_out = run_measured(
             [str(exe), "-c", FLOOR_INNER, *files, str(args.work / "floor.bin"), str(out_bytes)])
         floor = json.loads(floor_out.strip().splitlines()[-1])["floor_seconds"]
         warm(models)

@@ -166,6 +166,9 @@ def assemble(config: SearchConfig, run_dir: Path, base_dir: Path) -> Search:
     objectives = objectives_of(config, base_dir)
     if config.evaluation.multi_fidelity is not None and config.evaluation.mode != "generational":
         raise ConfigError("successive halving needs mode: generational", "evaluation.multi_fidelity")
+    if config.evaluation.multi_fidelity is not None and config.strategy.get("name") == "m2n2":
+        raise ConfigError("m2n2 shares fitness per example and needs every candidate scored on the same examples; "
+                          "successive halving scores most on a subset only", "evaluation.multi_fidelity")
     strategy = build_strategy(config, space, objectives, run_dir)
     return Search(config, RunDir(run_dir), base_dir, sources, space, objectives, strategy)
 

@@ -137,6 +137,12 @@ class PopulationManager:
         self.state.elapsed = float(ckpt["elapsed"])
         self.state.pending = {c.uid: c for c in ckpt["pending"]}
         self._session_start = time.monotonic()
+        if self.cfg.mode == "generational":
+            # subset-scored candidates of the interrupted batch may still be promoted: they lead their plans again
+            for c in self.state.pending.values():
+                entry = self.archive.get(c.uid)
+                if entry is not None and entry.cached_from is None:
+                    self._running.setdefault(c.plan_hash, c.uid)
         self._dispatch([c for c in self.state.pending.values() if c.uid not in self.archive])
 
     # ------------------------------------------------------------------ recording

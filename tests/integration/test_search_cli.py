@@ -74,6 +74,11 @@ def test_failed_and_nan_fitness_are_results(llama_family: dict[str, Path], tmp_p
                            "parameters": {"weight": {"low": 0.0, "high": 1.0}}}}, "search_space.groups"),
         ({"strategy": {"name": "cmaes", "sigma": 0.3}}, "strategy: unknown key 'sigma'"),
         ({"fitness": {"name": "callable"}}, "fitness"),
+        ({"strategy": {"name": "m2n2"}, "evaluation": {"multi_fidelity": {"subset": 0.25}}},
+         "evaluation.multi_fidelity: m2n2 shares fitness per example"),
+        ({"models": {"generate": {"kind": "tiny_specialists", "kwargs": {"tasks": ["evomerge_nope"]}}}},
+         "models.generate.kwargs.tasks.0: unknown bundled task 'evomerge_nope'"),
+        ({"models": {"generate": {"kind": "zoo_of_giants"}}}, "unknown model generator 'zoo_of_giants'"),
     ],
 )
 def test_bad_configs_fail_at_load_naming_the_field(llama_family: dict[str, Path], tmp_path: Path, change: dict, message: str) -> None:

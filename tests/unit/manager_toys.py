@@ -110,12 +110,13 @@ def make_manager(run_dir: Path, evaluations: int, mode: str = "generational", ba
 
     pool = CallablePool(fn)
     pool.capacity = 2
-    cfg = EvaluationConfig(mode=mode, batch_size=batch,  # type: ignore[arg-type]
+    cfg = EvaluationConfig(mode=mode, batch_size=batch,
                            multi_fidelity=MultiFidelityConfig(subset=0.3, promote=0.5) if halving else None)
     rd = RunDir(run_dir)
     return PopulationManager(strategy, pool, rd, [Objective("score")], BudgetConfig(evaluations=evaluations), cfg)
 
 
-if __name__ == "__main__":  # used by the SIGKILL test: python manager_toys.py RUN_DIR N MODE KILL_AFTER
-    m = make_manager(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], kill_after=int(sys.argv[4]))
+if __name__ == "__main__":  # used by the SIGKILL test: python manager_toys.py RUN_DIR N MODE KILL_AFTER [halving]
+    m = make_manager(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], kill_after=int(sys.argv[4]),
+                     halving=sys.argv[5:] == ["halving"])
     m.run()

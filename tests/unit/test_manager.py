@@ -64,21 +64,25 @@ def test_resume_after_clean_stop_continues(tmp_path: Path) -> None:
     assert len(lines(tmp_path / "run")) == 10
 
 
-@pytest.mark.parametrize(("mode", "kill_after"), [("generational", 5), ("generational", 8), ("steady_state", 7)])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, mode: str, kill_after: int) -> None:
+@pytest.mark.parametrize(("mode", "kill_after", "halving"), [
+    ("generational", 5, False), ("generational", 8, False), ("steady_state", 7, False),
+    ("generational", 9, True), ("generational", 11, True),  # killed between a batch's subset scores and promotions
+])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, mode: str, kill_after: int, halving: bool) -> None:
     full = tmp_path / "full"
-    make_manager(full, 16, mode).run()
+    make_manager(full, 16, mode, halving=halving).run()
     crashed = tmp_path / "crashed"
     script = Path(__file__).with_name("manager_toys.py")
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, str(script), str(crashed), "16", mode, str(kill_after)],
+    args = [str(crashed), "16", mode, str(kill_after), *(["halving"] if halving else [])]
+    proc = subprocess.run([sys.executable, str(script), *args],
                           cwd=root, env={"PYTHONPATH": str(root), "PATH": ""}, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     before = lines(crashed)
     assert len(before) == kill_after
-    make_manager(crashed, 16, mode).run()
+    make_manager(crashed, 16, mode, halving=halving).run()
     after = lines(crashed)
-    assert len({r["uid"] for r in after}) == len(after)  # no uid evaluated twice
+    assert len({(r["uid"], r["fidelity"]) for r in after}) == len(after)  # no uid evaluated twice at a fidelity
     assert comparable(after) == comparable(lines(full))
 
 

@@ -155,6 +155,32 @@ def export(run_dir: Path, out_dir: Path, rank: int, pareto_index: int | None, dt
     click.echo(f"exported to {path}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the PNG plots and report.md (default: RUN_DIR/report).")
+@click.option("--top", "top_n", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Rows of the best-candidates table.")
+@user_errors
+def report(run_dir: Path, out_dir: Path | None, top_n: int) -> None:
+    """Plot a run and summarise it: PNG files and a Markdown report.md (no model is loaded).
+
+    \b
+    fitness.png       each objective over evaluations: points and best so far per strategy
+    pareto.png        the Pareto front (runs with two or more objectives)
+    coefficients.png  the best recipe's per-layer coefficients (per-model weights if it has none)
+    lineage.png       the ancestors of the best candidate
+    report.md         config, budget used, outcomes, top candidates, Pareto table, best recipe
+
+    Works on a running search too (it reads, never locks). The per-layer view reads the source models'
+    headers (no weights); without them it falls back to the recipe's per-model numbers.
+    """
+    from evomerge.report import write_report
+
+    result = write_report(run_dir, out_dir, top_n=top_n)
+    click.echo(f"report: {result.markdown} ({len(result.images)} plot(s))")
+
+
 def _check_device(device: str) -> None:
     import torch
 

@@ -101,11 +101,18 @@ class ResourcesConfig(Section):
 
 
 class WandbConfig(Section):
+    """Weights & Biases view of a search; its files live under ``<run dir>/wandb``."""
+
     enabled: bool = False
     project: str = "evomerge"
     entity: str | None = None
-    mode: Literal["online", "offline", "disabled"] | None = None
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="None: WANDB_MODE from the environment, else online")
+    name: str | None = Field(None, description="W&B run name (default: the config's name, else the run folder's)")
     tags: list[str] = Field(default_factory=list)
+    tables_every: int = Field(
+        10, ge=0, description="also refresh the candidates table, Pareto front and coefficient heatmap every N "
+        "generations, so a killed run still shows them (0: only when the search ends)")
 
 
 class TrackingConfig(Section):

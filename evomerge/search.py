@@ -8,6 +8,8 @@ and recipes mean the same thing from any working directory.
 
 from __future__ import annotations
 
+import contextlib
+
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -230,8 +232,13 @@ def run(search: Search, resumed: bool) -> dict[str, Any]:
         spec = evaluator_spec(search.config, search.sources, search.space, search.base_dir)
         with build_pool(search.config, spec) as pool:
             trackers = build_trackers(search.config, rd, resumed)
-            manager = search.manager(pool, trackers)
-            reason = manager.run()
+            try:
+                manager = search.manager(pool, trackers)
+                reason = manager.run()
+            finally:
+                for tracker in trackers:
+                    with contextlib.suppress(Exception):
+                        tracker.close()
         summary = manager.summary()
         state = "stopped" if reason == "interrupted" else "finished"
         rd.set_status(state=state, reason=reason, evaluations=summary["evaluations"], best_uid=summary["best_uid"])

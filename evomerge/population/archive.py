@@ -100,7 +100,7 @@ class Archive:
         values = np.stack([e.values(self.objectives) for e in ok])  # type: ignore[misc]
         mask = pareto_mask(values)
         front = [e for e, keep in zip(ok, mask) if keep]
-        return sorted(front, key=lambda e: tuple(-(e.values(self.objectives) or np.zeros(1))))
+        return sorted(front, key=lambda e: tuple(-v for v in e.values(self.objectives)))  # type: ignore[union-attr]
 
     def lineage(self, uid: str) -> list[Entry]:
         """The ancestors of ``uid`` (breadth-first, the candidate itself first)."""

@@ -47,6 +47,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # lm-eval draws several tqdm bars per candidate (thousands per search); evomerge's own bars use rich.
+    # tqdm reads this when it is imported, and Ray workers started from here inherit it.
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

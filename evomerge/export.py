@@ -44,7 +44,7 @@ def select(archive: Archive, rank: int = 0, pareto_index: int | None = None) -> 
     return ranked[rank]
 
 
-def model_card(entry: Entry, archive: Archive, recipe: str) -> str:
+def model_card(entry: Entry, archive: Archive, recipe: str, mergekit: str | None = None, note: str = "") -> str:
     scores = "\n".join(f"| {k} | {v:.6g} |" for k, v in entry.evaluation.objectives.items())
     lineage = "\n".join(
         f"- `{e.candidate.uid}` (generation {e.candidate.generation}, {e.candidate.strategy})"
@@ -71,10 +71,19 @@ Merged by [evomerge](https://github.com/evomerge/evomerge) from an evolutionary 
 {recipe.rstrip()}
 ```
 
+The same recipe for mergekit: {_mergekit_section(mergekit, note)}
+
 ## Lineage
 
 {lineage or '- (initial candidate)'}
 """
+
+
+def _mergekit_section(mergekit: str | None, note: str) -> str:
+    if mergekit is None:
+        return f"none ({note})."
+    caveat = f" Note: {note}." if note else ""
+    return f"`mergekit.yaml` (run `mergekit-yaml mergekit.yaml OUT`).{caveat}"
 
 
 def export_run(
@@ -94,11 +103,15 @@ def export_run(
     from evomerge.merge.to_disk import merge_to_disk
 
     plan = candidate.plan if dtype is None else candidate.plan.model_copy(update={"out_dtype": dtype})
+    from evomerge.merge.mergekit_recipe import to_mergekit
+
     recipe = plan.to_yaml()
-    return merge_to_disk(
-        plan, out_dir, overwrite=overwrite, progress=progress,
-        extra_files={"README.md": model_card(entry, archive, recipe), "evomerge_scores.json": scores},
-    )
+    mergekit = to_mergekit(plan)
+    files = {"README.md": model_card(entry, archive, recipe, mergekit.yaml, mergekit.reason),
+             "evomerge_scores.json": scores, "evomerge_recipe.yaml": recipe}
+    if mergekit.yaml is not None:
+        files["mergekit.yaml"] = mergekit.yaml
+    return merge_to_disk(plan, out_dir, overwrite=overwrite, progress=progress, extra_files=files)
 
 
 def _export_vector(rd: RunDir, vector: object, out_dir: Path, overwrite: bool, scores: str) -> Path:

@@ -76,11 +76,11 @@ def seed_globals(cfg: LmEvalConfig) -> None:
 
 
 @contextmanager
-def lm_eval_log_level(quiet: bool) -> Iterator[None]:
+def lm_eval_log_level(quiet: bool, quiet_level: int = logging.WARNING) -> Iterator[None]:
     logger = logging.getLogger("lm_eval")
     level = logger.level
     if quiet:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(quiet_level)
     try:
         yield
     finally:
@@ -162,7 +162,8 @@ class LmEvalSuite(FitnessSuite):
         from lm_eval.models.huggingface import HFLM
 
         build = token_caching_hflm if self.config.token_cache else HFLM
-        with lm_eval_log_level(self.config.quiet):
+        # HFLM warns that an in-memory model may ignore loading options: expected here, so not shown when quiet
+        with lm_eval_log_level(self.config.quiet, logging.ERROR):
             self._lm = build(
                 pretrained=model,
                 tokenizer=tokenizer,

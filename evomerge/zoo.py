@@ -56,6 +56,7 @@ class TinySpecialistsOptions(BaseModel):
     specialist_steps: int = Field(500, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
+    specialist_lr: float = Field(3e-3, gt=0)
     cache_dir: str | None = None
 
 
@@ -116,7 +117,7 @@ def _build_specialists(opts: TinySpecialistsOptions, seed: int, folder: Path, pr
         for i, task in enumerate(opts.tasks):
             model.load_state_dict(base_state)
             train_lm(model, tokenizer, task_texts(task, ("train", "search")), steps=opts.specialist_steps,
-                     batch_size=opts.batch_size, lr=opts.lr, seed=seed + 1 + i,
+                     batch_size=opts.batch_size, lr=opts.specialist_lr, seed=seed + 1 + i,
                      label=f"zoo: {task}" if progress else None)
             _save(model, tmp / task)
         (tmp / "DONE").write_text(json.dumps({"options": opts.model_dump(), "seed": seed}, indent=1))

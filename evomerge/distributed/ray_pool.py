@@ -53,6 +53,15 @@ class _Job:
     slot: int = -1
 
 
+FORWARDED_ENV_PREFIXES = ("TQDM_", "TRANSFORMERS_", "HF_", "TOKENIZERS_", "WANDB_", "EVOMERGE_")
+"""Settings of the driver that must hold in actors too, wherever the cluster started them (quiet
+libraries, offline hub, cache locations)."""
+
+
+def forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
 def init_ray(resources: ResourcesConfig) -> bool:
     """Connect to ``ray_address``/``RAY_ADDRESS``, or start a small local Ray; True if we started it."""
     import ray
@@ -105,8 +114,10 @@ class RayPool(EvaluatorPool):
     # ------------------------------------------------------------------ actors
     def _spawn(self, slot: int) -> Any:
         gpus = self.resources.gpus_per_actor
-        return self._remote.options(num_cpus=self.resources.cpus_per_actor, num_gpus=gpus, max_restarts=0).remote(
-            self.spec, f"evaluator-{slot}", gpus)
+        return self._remote.options(
+            num_cpus=self.resources.cpus_per_actor, num_gpus=gpus, max_restarts=0,
+            runtime_env={"env_vars": forwarded_env()},
+        ).remote(self.spec, f"evaluator-{slot}", gpus)
 
     def _wait_ready(self, slots: Sequence[int] | range) -> None:
         import ray

@@ -148,14 +148,24 @@ def _finish(summary: dict[str, Any]) -> None:
 @click.option("--pareto-index", type=int, default=None, help="Export the i-th point of the Pareto front instead.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="Output dtype.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+@click.option("--push-to-hub", "repo_id", metavar="REPO_ID", default=None,
+              help="Also upload the exported folder to this Hugging Face Hub model repo (created if missing; "
+              "uses your `huggingface-cli login` token).")
+@click.option("--private", is_flag=True, help="With --push-to-hub: create the repo as private.")
 @user_errors
-def export(run_dir: Path, out_dir: Path, rank: int, pareto_index: int | None, dtype: str | None, overwrite: bool) -> None:
-    """Write a run's best (or N-th, or a Pareto point) candidate as a Hugging Face checkpoint with a model card."""
-    from evomerge.export import export_run
+def export(run_dir: Path, out_dir: Path, rank: int, pareto_index: int | None, dtype: str | None, overwrite: bool,
+           repo_id: str | None, private: bool) -> None:
+    """Write a run's best (or N-th, or a Pareto point) candidate as a Hugging Face checkpoint with a model card.
+
+    OUT_DIR also gets evomerge_recipe.yaml, and mergekit.yaml when mergekit can express the recipe.
+    """
+    from evomerge.export import export_run, push_to_hub
 
     path = export_run(run_dir, out_dir, rank=rank, pareto_index=pareto_index, overwrite=overwrite, dtype=dtype,
                       progress=True)
     click.echo(f"exported to {path}")
+    if repo_id:
+        click.echo(f"uploaded to {push_to_hub(path, repo_id, private=private)}")
 
 
 @main.command()
@@ -182,6 +192,31 @@ def report(run_dir: Path, out_dir: Path | None, top_n: int) -> None:
 
     result = write_report(run_dir, out_dir, top_n=top_n)
     click.echo(f"report: {result.markdown} ({len(result.images)} plot(s))")
+
+
+@main.command()
+@click.argument("path", metavar="CONFIG_OR_RECIPE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a search-config field first, as `evomerge search --set` does (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report instead of the table.")
+def validate(path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Pre-flight checks of a search config or merge recipe, reading headers and configs only (no weights).
+
+    \b
+    Checks: model folders and formats (safetensors; pickle is flagged), architecture, tensor names,
+    shapes, dtypes, vocabulary and tokenizer agreement, the recipe's (or the search's starting) plan,
+    the search space's size, and the memory a merge and each evaluator actor will need.
+
+    Exit status: 0 when nothing is a problem (warnings allowed), 1 otherwise.
+    """
+    from evomerge.preflight import render, validate_file
+
+    result = validate_file(path, overrides)
+    if as_json:
+        click.echo(result.to_json())
+    else:
+        render(result)
+    sys.exit(0 if result.ok else 1)
 
 
 def _check_device(device: str) -> None:

@@ -139,3 +139,18 @@ def _export_vector(rd: RunDir, vector: object, out_dir: Path, overwrite: bool, s
     path = save_state_dict(out, out_dir, overwrite=overwrite, config={"evomerge_factory": fs.factory, "kwargs": fs.kwargs})
     (path / "evomerge_scores.json").write_text(scores)
     return path
+
+
+def push_to_hub(folder: Path, repo_id: str, *, private: bool = False) -> str:
+    """Upload an exported folder to a Hub model repo (created if missing); returns the repo URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message="Upload merged model from evomerge")
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise RunStateError(f"--push-to-hub {repo_id}: upload failed ({exc}); the export in {folder} is complete") from None
+    return str(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -82,3 +83,32 @@ def test_exported_recipes_reproduce_the_checkpoint(exported: tuple[Path, Path], 
         worst = max(float((again[k] - reference[k]).abs().max()) for k in reference)
         assert worst <= 1e-6, (recipe, worst)
     assert "mergekit.yaml" in (best / "README.md").read_text()
+
+
+class RecordingApi:
+    """Stands in for huggingface_hub.HfApi (no network here); records what export asks of the Hub."""
+
+    calls: ClassVar[list[tuple[str, dict]]] = []
+
+    def create_repo(self, repo_id: str, **kwargs: object) -> str:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs: object) -> None:
+        self.calls.append(("upload_folder", {**kwargs, "files": sorted(p.name for p in Path(str(kwargs["folder_path"])).iterdir())}))
+
+
+def test_push_to_hub_uploads_the_exported_folder(exported: tuple[Path, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    RecordingApi.calls = []
+    run_dir, _ = exported
+    code, out = run(["export", str(run_dir), str(tmp_path / "up"), "--push-to-hub", "me/merged", "--private"])
+    assert code == 0, out
+    assert "uploaded to https://huggingface.co/me/merged" in out
+    (create, created), (upload, uploaded) = RecordingApi.calls
+    assert create == "create_repo" and created["private"] is True and created["exist_ok"] is True
+    assert upload == "upload_folder" and uploaded["repo_id"] == "me/merged"
+    assert uploaded["folder_path"] == str(tmp_path / "up") and "model.safetensors" in uploaded["files"]

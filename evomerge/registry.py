@@ -88,7 +88,9 @@ class Registry(Generic[T]):
             if ep.name in self._items:
                 continue
             try:
-                self._items[ep.name] = ep.load()
+                loaded = ep.load()
+                # a plugin module may register itself on import (a decorator); keep that registration
+                self._items.setdefault(ep.name, loaded)
             except Exception as exc:  # a broken plugin must not break the tool
                 print(f"warning: could not load {self.kind} plugin {ep.name!r}: {exc}", file=sys.stderr)
 

@@ -128,8 +128,9 @@ class _Compiler:
     def operator(self, name: str, path: str) -> OperatorSpec:
         if name not in self.operators:
             spec = get_operator(name, path)
-            self.operators[name] = spec
             self._check_params(spec, path)
+            # tasks carry spec.name; a dotted-path lookup name ('pkg.mod:fn') must resolve too
+            self.operators[name] = self.operators[spec.name] = spec
         return self.operators[name]
 
     def _check_params(self, spec: OperatorSpec, path: str) -> None:
@@ -215,7 +216,8 @@ class _Compiler:
         if len(sa) == len(sb) == 2 and sa[1] == sb[1] and sa[0] != sb[0] and any(
             h in out for h in ("embed", "lm_head", "wte", "word_embeddings")
         ):
-            msg += "; the vocabularies differ: set 'tokenizer: {source: union}' (or a model) to re-index embeddings"
+            msg += ("; the vocabularies differ, and evomerge cannot re-index embeddings yet: merge models that "
+                    "share one tokenizer")
         return msg
 
 

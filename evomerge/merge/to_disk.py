@@ -19,7 +19,7 @@ from evomerge.progress import progress_bar
 RECIPE_FILE = "merge_recipe.yaml"
 
 
-def _locate(ref: str, base_dir: Path | None) -> str:
+def locate_model(ref: str, base_dir: Path | None) -> str:
     """A recipe's model path: as given (relative to the working directory, as mergekit does), else
     relative to the recipe's own folder."""
     path = Path(ref).expanduser()
@@ -33,7 +33,7 @@ def open_sources(plan: MergePlan, *, base_dir: Path | None = None, allow_downloa
     """Every model the plan references, opened lazily (headers only)."""
     out: dict[str, Checkpoint] = {}
     for ref in plan.source_models():
-        path = resolve_model_path(_locate(ref, base_dir), allow_download=allow_download)
+        path = resolve_model_path(locate_model(ref, base_dir), allow_download=allow_download)
         out[ref] = Checkpoint(path, allow_pickle=plan.allow_pickle, label=ref, keep_open=False)
     return out
 

@@ -62,7 +62,7 @@ def test_mergekit_export_drops_extensions() -> None:
     ("data", "message"),
     [
         ({"merge_method": "ties", "models": [{"model": "x"}], "typo_key": 1}, "unknown key 'typo_key'"),
-        ({"merge_method": "ties", "models": [{"model": "x", "paramters": {}}]}, "models.0.paramters"),
+        ({"merge_method": "ties", "models": [{"model": "x", "paramters": {}}]}, "models.0: unknown key .paramters."),
         ({"merge_method": "ties"}, "exactly one of 'models' or 'slices'"),
         ({"merge_method": "ties", "models": [{"model": "x"}], "dtype": "float8"}, "dtype"),
         ({"merge_method": "passthrough", "slices": [{"sources": [{"model": "x", "layer_range": [3, 1]}]}]}, "layer_range"),

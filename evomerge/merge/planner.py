@@ -243,6 +243,8 @@ def compile_plan(plan: MergePlan, infos: Mapping[str, SourceInfo]) -> CompiledMe
         for offset in range(n):
             src_layer = sl.sources[0].layer_range[0] + offset
             template = lead.layer_tensors(src_layer)
+            if not template and lead.num_layers == 0 and not plan.slices:
+                break  # a model without numbered blocks (nn.Sequential, a small CNN): only pre/post tensors
             if not template:
                 raise IncompatibleModelsError(f"{sl.sources[0].model} has no layer {src_layer}")
             t = layer_fraction(offset, n)

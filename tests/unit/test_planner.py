@@ -133,3 +133,16 @@ def test_disk_merge_equals_hand_computed(llama_family: dict[str, Path], tmp_path
     name = "model.layers.0.mlp.up_proj.weight"  # t = 0 → weight of b is 0.75
     torch.testing.assert_close(out[name], (0.25 * ta[name] + 0.75 * tb[name]) / 1.0, rtol=0, atol=1e-6)
     assert (tmp_path / "out" / "tokenizer.json").is_file() and (tmp_path / "out" / "merge_recipe.yaml").is_file()
+
+
+def test_models_without_numbered_blocks_merge_every_tensor() -> None:
+    """A plain nn.Sequential ('0.weight', '2.bias', ...) has no layers: every tensor is merged, in file order."""
+    shapes = {"0.weight": (4, 3), "0.bias": (4,), "2.weight": (2, 4), "2.bias": (2,)}
+    infos = {ref: SourceInfo(ref, shapes, {}) for ref in ("a", "b")}
+    plan = MergePlan.from_dict({"merge_method": "linear", "models": [
+        {"model": "a", "parameters": {"weight": 1.0}}, {"model": "b", "parameters": {"weight": 3.0}}]})
+    compiled = compile_plan(plan, infos)
+    assert sorted(t.out_name for t in compiled.tasks) == sorted(shapes)
+    with pytest.raises(IncompatibleModelsError, match="has no layer 0"):
+        compile_plan(MergePlan.from_dict({"merge_method": "passthrough", "slices": [
+            {"sources": [{"model": "a", "layer_range": [0, 1]}]}]}), infos)

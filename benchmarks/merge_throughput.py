@@ -1,17 +1,27 @@
 """Merge throughput and memory: evomerge vs mergekit-yaml vs a memory-bandwidth floor, in one run.
 
-Builds three random-init Llama checkpoints (about 134M parameters each, fp32, on disk, cached under
-benchmarks/_work), then for `linear` (three models) and `ties` (a base and two models) prints:
+Builds three random-init Llama checkpoints (about 127M parameters each, fp32, on disk, cached under
+benchmarks/_work), then for `linear` (three models) and `ties` (a base and two models, per-tensor trim at
+density 0.5) prints:
 
 * evomerge: wall time of the `evomerge merge` command, its merge time measured inside the process
   (without interpreter start-up), and its peak RSS;
 * mergekit-yaml (with --mergekit-venv): wall time and peak RSS;
 * the floor: reading every input file once (large sequential reads into one reused buffer) and writing the
-  output's bytes once, in-process, page cache warm: the memory-bandwidth cost no merge can beat;
-* the ratios: mergekit wall / evomerge wall (target ≥ 5), evomerge merge / floor (target ≤ 4), and
-  evomerge RSS / mergekit RSS (target ≤ 1).
+  output's bytes once from it, in-process, page cache warm, no fsync: the memory-bandwidth cost no merge
+  can beat (evomerge's merge time includes its fsync of the output);
+* the ratios: mergekit wall / evomerge wall (target >= 5), evomerge merge / floor (target <= 4), and
+  evomerge RSS / mergekit RSS (target <= 1).
 
-    python benchmarks/merge_throughput.py [--mergekit-venv VENV] [--hidden 768 --layers 12]
+Every tool starts from the same state: inputs read once beforehand (warm page cache), no output folder
+(each output is deleted before its run, so no run pays for deleting an old one), and recently freed memory
+for its output: on a virtual machine, memory the guest has never touched costs a host fault per page on
+first use (writing 485 MiB into such pages took 1.3 s here instead of 0.14 s), so a scratch file as large
+as the output is written and deleted before every run. ``--repeat N`` keeps the
+best of N rounds of every measurement (the least disturbed by other load on the machine; each round runs
+all of them, so load that comes and goes hits every tool alike).
+
+    python benchmarks/merge_throughput.py [--mergekit-venv VENV] [--repeat N] [--hidden 768 --layers 12]
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -87,25 +98,99 @@ FLOOR_INNER = """
 import json, os, sys, time
 import torch
 inputs, out, out_bytes = sys.argv[1:-2], sys.argv[-2], int(sys.argv[-1])
+block = torch.ones(64 << 20, dtype=torch.uint8)  # one reused buffer, touched before the clock starts
+view = memoryview(block.numpy())
 t = time.perf_counter()
-for path in inputs:  # read every input byte once, in large sequential reads into a reused buffer
-    size = os.path.getsize(path)
-    buf = torch.empty(size, dtype=torch.uint8)
+for path in inputs:  # every input byte once, in large sequential reads
     with open(path, "rb", buffering=0) as fh:
-        view, done = memoryview(buf.numpy()), 0
-        while done < size:
-            done += fh.readinto(view[done:])
-    del buf
-data = torch.empty(out_bytes, dtype=torch.uint8)  # write the output's bytes once
-with open(out, "wb", buffering=0) as fh:
-    fh.write(memoryview(data.numpy()))
+        while fh.readinto(view):
+            pass
+with open(out, "wb", buffering=0) as fh:  # the output's bytes once
+    left = out_bytes
+    while left:
+        left -= fh.write(view[: min(left, len(view))])
 print(json.dumps({"floor_seconds": time.perf_counter() - t}))
 """
+
+
+def recycle_memory(work: Path, nbytes: int) -> None:
+    """Write and delete a scratch file of ``nbytes``: the next run's output lands in pages just freed."""
+    scratch = work / "recycle.bin"
+    block = b"\0" * (16 << 20)
+    with open(scratch, "wb", buffering=0) as fh:
+        for _ in range(0, nbytes, len(block)):
+            fh.write(block)
+    scratch.unlink()
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def best_of_rounds(repeat: int, measurements: list[Callable[[], tuple[float, ...]]]) -> list[tuple[float, ...]]:
+    """Per measurement, its run with the smallest first figure (time) over ``repeat`` rounds; each round runs
+    every measurement once, so a burst of load elsewhere on the machine hits all of them alike."""
+    best: list[tuple[float, ...] | None] = [None] * len(measurements)
+    for _ in range(repeat):
+        for i, measure in enumerate(measurements):
+            result = measure()
+            current = best[i]
+            if current is None or result[0] < current[0]:
+                best[i] = result
+    return [b for b in best if b is not None]
+
+
+Row = tuple[str, float, float, float, float, float, float, float]
+
+
+def measure(method: str, recipe: dict, models: list[Path], work: Path, mergekit_venv: Path | None, repeat: int) -> Row:
+    """(method, evomerge wall, merge only, evomerge RSS, mergekit wall, mergekit RSS, floor, floor RSS)."""
+    exe = Path(sys.executable)
+    path = work / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    files = [str(f) for m in models for f in sorted(m.glob("*.safetensors"))]
+    out_bytes = sum(f.stat().st_size for f in sorted(models[0].glob("*.safetensors")))
+    out, mk_out, floor_file = work / f"out-{method}", work / f"out-{method}-mergekit", work / "floor.bin"
+
+    def fresh(target: Path) -> None:
+        remove(target)
+        warm(models)
+        recycle_memory(work, out_bytes)
+
+    def floor() -> tuple[float, ...]:
+        fresh(floor_file)
+        _, rss, text = run_measured([str(exe), "-c", FLOOR_INNER, *files, str(floor_file), str(out_bytes)])
+        return json.loads(text.strip().splitlines()[-1])["floor_seconds"], rss
+
+    def evomerge_wall() -> tuple[float, ...]:
+        fresh(out)
+        return run_measured([str(exe.parent / "evomerge"), "merge", str(path), str(out), "-q"])[:2]
+
+    def evomerge_merge() -> tuple[float, ...]:
+        fresh(out)
+        text = run_measured([str(exe), "-c", EVOMERGE_INNER, str(path), str(out)])[2]
+        return (json.loads(text.strip().splitlines()[-1])["merge_seconds"],)
+
+    def mergekit_wall() -> tuple[float, ...]:
+        assert mergekit_venv is not None
+        fresh(mk_out)
+        return run_measured([str(mergekit_venv / "bin" / "mergekit-yaml"), str(path), str(mk_out)])[:2]
+
+    measurements = [floor, evomerge_wall, evomerge_merge] + ([mergekit_wall] if mergekit_venv else [])
+    best = best_of_rounds(repeat, measurements)
+    remove(floor_file)
+    (fl, floor_rss), (evo_wall, evo_rss), (evo_merge,) = best[:3]
+    mk_wall, mk_rss = best[3] if mergekit_venv else (float("nan"), float("nan"))
+    return method, evo_wall, evo_merge, evo_rss, mk_wall, mk_rss, fl, floor_rss
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mergekit-venv", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=1, help="best of N rounds of every measurement")
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--vocab", type=int, default=32000)
@@ -122,30 +207,7 @@ def main() -> int:
             {"model": str(models[1]), "parameters": {"weight": 0.6, "density": 0.5}},
             {"model": str(models[2]), "parameters": {"weight": 0.4, "density": 0.5}}]},
     }
-    exe = Path(sys.executable)
-    rows = []
-    for method, recipe in recipes.items():
-        path = args.work / f"{method}.yaml"
-        path.write_text(yaml.safe_dump(recipe))
-        files = [str(f) for m in models for f in sorted(m.glob("*.safetensors"))]
-        out = args.work / f"out-{method}"
-        warm(models)
-        out_bytes = sum(f.stat().st_size for f in sorted(models[0].glob("*.safetensors")))
-        _floor_wall, floor_rss, floor_out = run_measured(
-            [str(exe), "-c", FLOOR_INNER, *files, str(args.work / "floor.bin"), str(out_bytes)])
-        floor = json.loads(floor_out.strip().splitlines()[-1])["floor_seconds"]
-        warm(models)
-        evo_wall, evo_rss, _ = run_measured([str(exe.parent / "evomerge"), "merge", str(path), str(out), "--overwrite", "-q"])
-        warm(models)
-        _, _, inner_out = run_measured([str(exe), "-c", EVOMERGE_INNER, str(path), str(out)])
-        evo_merge = json.loads(inner_out.strip().splitlines()[-1])["merge_seconds"]
-        mk_wall = mk_rss = float("nan")
-        if args.mergekit_venv:
-            warm(models)
-            mk_out = args.work / f"out-{method}-mergekit"
-            shutil.rmtree(mk_out, ignore_errors=True)
-            mk_wall, mk_rss, _ = run_measured([str(args.mergekit_venv / "bin" / "mergekit-yaml"), str(path), str(mk_out)])
-        rows.append((method, evo_wall, evo_merge, evo_rss, mk_wall, mk_rss, floor, floor_rss))
+    rows = [measure(m, r, models, args.work, args.mergekit_venv, args.repeat) for m, r in recipes.items()]
     print(f"\n{'method':<8} {'evomerge wall':>13} {'merge only':>10} {'evo RSS MiB':>11} {'mergekit wall':>13} "
           f"{'mk RSS MiB':>10} {'floor':>7} {'floor RSS':>9} | {'mk/evo wall':>11} {'evo/floor':>9} {'RSS evo/mk':>10}")
     for method, ew, em, er, mw, mr, fl, fr in rows:

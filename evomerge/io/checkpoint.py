@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 
 from evomerge.errors import CheckpointError
+from evomerge.io.mapped import ByteRange, map_tensor, tensor_ranges
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -86,9 +87,10 @@ class Checkpoint:
     def __init__(
         self, path: str | Path, *, allow_pickle: bool = False, label: str | None = None, keep_open: bool = True
     ) -> None:
-        """``keep_open=False`` maps a file anew for every tensor, so that each tensor's pages leave this
-        process's resident memory as soon as the tensor is dropped (streaming merges); ``True`` keeps one
-        mapping per file (evaluators, which read the same tensors for every candidate)."""
+        """``keep_open=False`` maps each tensor's own byte range when it is asked for (page tables filled
+        at once, see ``mapped.py``), so that its pages leave this process's resident memory as soon as the
+        tensor is dropped (streaming merges); ``True`` keeps one mapping per file (evaluators, which read
+        the same tensors for every candidate)."""
         self.path = Path(path)
         self.label = label or str(path)
         self.keep_open = keep_open
@@ -97,6 +99,7 @@ class Checkpoint:
         self.allow_pickle = allow_pickle
         self._handles: dict[str, Any] = {}
         self._pickled: dict[str, dict[str, torch.Tensor]] = {}
+        self._ranges: dict[str, dict[str, ByteRange]] = {}
         self.format, self._weight_map = self._discover()
 
     # ------------------------------------------------------------------ discovery
@@ -203,8 +206,11 @@ class Checkpoint:
         if self.format == "pickle":
             return self._load_pickle(file)[name]
         if not self.keep_open:
-            with safe_open(str(self.path / file), framework="pt", device="cpu") as handle:
-                return handle.get_tensor(name)
+            ranges = self._ranges.get(file)
+            if ranges is None:
+                ranges = self._ranges[file] = tensor_ranges(self.path / file)
+            meta = self.meta[name]
+            return map_tensor(self.path / file, ranges[name], meta.dtype, meta.shape)
         return self._open(file).get_tensor(name)
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:

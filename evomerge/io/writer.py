@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import CheckpointError
+from evomerge.io.byte_writes import background_writeback, pwrite_tensor
 
 DTYPE_CODES = {
     torch.float64: "F64",
@@ -52,6 +53,10 @@ AUX_FILES = (
     "chat_template.json",
     "preprocessor_config.json",
 )
+
+
+STAGE_ELEMENTS = 1 << 22
+"""Elements converted per step when a tensor is written in another dtype than it is held in."""
 
 
 def parse_size(size: int | str) -> int:
@@ -117,6 +122,7 @@ class CheckpointWriter:
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
         self._written: set[str] = set()
         self._fds: dict[Path, int] = {}
+        self._stage: dict[torch.dtype, torch.Tensor] = {}
         self._shards = self._plan_shards()
         self._where = {slot.name: shard for shard in self._shards for slot in shard.slots}
         self._slots = {slot.name: slot for slot in self.layout}
@@ -167,15 +173,31 @@ class CheckpointWriter:
         if tuple(tensor.shape) != slot.shape:
             raise CheckpointError(f"tensor {name!r}: expected shape {list(slot.shape)}, got {list(tensor.shape)}")
         shard = self._where[name]
-        data = tensor.detach().to(device="cpu", dtype=slot.dtype).contiguous().reshape(-1)
+        data = tensor.detach()
+        if data.device.type != "cpu":
+            data = data.to(dtype=slot.dtype).cpu()
+        data = data.reshape(-1)
         fd = self._fds[shard.path]
-        pos = shard.data_start + shard.offsets[name]
-        view = memoryview(data.view(torch.uint8).numpy().data) if data.numel() else memoryview(b"")
-        while len(view):
-            n = os.pwrite(fd, view, pos)
-            view = view[n:]
-            pos += n
+        first = pos = shard.data_start + shard.offsets[name]
+        if data.dtype == slot.dtype:
+            pos = pwrite_tensor(fd, data, pos)
+        else:  # convert through a reused staging buffer: no full-size converted copy per tensor
+            stage = self._staging(slot.dtype, data.numel())
+            for start in range(0, data.numel(), stage.numel()):
+                part = stage[: min(stage.numel(), data.numel() - start)]
+                part.copy_(data[start : start + part.numel()])
+                pos = pwrite_tensor(fd, part, pos)
+        writeback = background_writeback()
+        if writeback is not None and pos > first:
+            writeback(fd, first, pos - first)
         self._written.add(name)
+
+    def _staging(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        stage = self._stage.get(dtype)
+        if stage is None or stage.numel() < min(numel, STAGE_ELEMENTS):
+            stage = torch.empty(min(numel, STAGE_ELEMENTS), dtype=dtype)
+            self._stage[dtype] = stage
+        return stage
 
     def write_json(self, filename: str, obj: Any) -> None:
         (self.tmp / filename).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -7,6 +7,7 @@ sides are callables, so disk merges and in-place merges share every line that de
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ class MergeExecutor:
         self.fetch = fetch
         self.device = torch.device(device)
         self._stats: dict[str, dict[str, Any]] | None = None
+        self._out: torch.Tensor | None = None
 
     def _load(self, ref: tuple[int, str]) -> torch.Tensor:
         t = self.fetch(*ref)
@@ -38,17 +40,32 @@ class MergeExecutor:
             t = t.to(compute_dtype(t.dtype))
         return t
 
-    def inputs_for(self, task: TensorTask, stats: dict[str, Any] | None = None) -> MergeInputs:
+    def _output_buffer(self, task: TensorTask, dtype: torch.dtype) -> torch.Tensor:
+        """A view of the one reusable output buffer, sized once for the largest merged tensor."""
+        numel = math.prod(task.shape)
+        if self._out is None or self._out.dtype != dtype or self._out.numel() < numel:
+            largest = max((math.prod(t.shape) for t in self.compiled.tasks if t.floating), default=numel)
+            self._out = torch.empty(max(numel, largest), dtype=dtype, device=self.device)
+        return self._out[:numel].view(task.shape)
+
+    def inputs_for(self, task: TensorTask, stats: dict[str, Any] | None = None, reuse_output: bool = False) -> MergeInputs:
         generator = None
         if self.compiled.operators[task.method].randomized:
             generator = torch.Generator(device=self.device).manual_seed(task.seed)
+        tensors = [self._load(ref) for ref in task.inputs]
+        base = self._load(task.base) if task.base is not None else None
+        first = tensors[0] if tensors else base
+        out = None
+        if reuse_output and first is not None and first.is_floating_point():
+            out = self._output_buffer(task, first.dtype)
         return MergeInputs(
-            tensors=[self._load(ref) for ref in task.inputs],
-            base=self._load(task.base) if task.base is not None else None,
+            tensors=tensors,
+            base=base,
             name=task.out_name,
             generator=generator,
             stats=stats or {},
             layer=task.layer,
+            out=out,
         )
 
     # ------------------------------------------------------------------ global passes
@@ -75,8 +92,12 @@ class MergeExecutor:
         return self._stats
 
     # ------------------------------------------------------------------ merging
-    def run(self, task: TensorTask) -> torch.Tensor:
-        """The merged tensor for ``task`` in the compute dtype, on the executor's device."""
+    def run(self, task: TensorTask, reuse_output: bool = False) -> torch.Tensor:
+        """The merged tensor for ``task`` in the compute dtype, on the executor's device.
+
+        With ``reuse_output`` the result may live in the executor's output buffer, which the next such call
+        overwrites: consume it (write it out, copy it) first.
+        """
         if not task.floating:
             ref = task.inputs[0] if task.inputs else task.base
             assert ref is not None
@@ -84,11 +105,13 @@ class MergeExecutor:
         spec = self.compiled.operators[task.method]
         stats = self.stats().get(task.method, {})
         with torch.no_grad():
-            out = spec.fn(self.inputs_for(task, stats), task.params)
+            out = spec.fn(self.inputs_for(task, stats, reuse_output), task.params)
         if tuple(out.shape) != task.shape:
             raise RuntimeError(f"operator {task.method} returned shape {list(out.shape)} for {task.out_name}, expected {list(task.shape)}")
         return out
 
     def __iter__(self) -> Iterator[tuple[TensorTask, torch.Tensor]]:
+        """(task, merged tensor) in plan order. Each tensor is valid until the iterator advances (one output
+        buffer serves every tensor, so a merge allocates no memory per weight): write or copy it at once."""
         for task in self.compiled.tasks:
-            yield task, self.run(task)
+            yield task, self.run(task, reuse_output=True)

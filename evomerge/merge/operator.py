@@ -40,6 +40,10 @@ class MergeInputs:
     generator: torch.Generator | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     layer: int | None = None
+    out: torch.Tensor | None = None
+    """Optional buffer of the output's shape and compute dtype (never an input's storage) that an operator
+    may write its result into and return: the executor reuses one for every tensor, which saves a fresh
+    allocation (and its page faults) per weight. Operators that ignore it allocate as usual."""
 
 
 class OperatorFn(Protocol):

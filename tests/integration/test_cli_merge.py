@@ -130,3 +130,37 @@ def test_console_script_help_and_version() -> None:
     assert "merge" in out and "search" in out
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
     assert "evomerge" in version
+
+
+@pytest.mark.parametrize("density", [1.5, 0])
+def test_density_outside_unit_interval_is_one_line(llama_family: dict[str, Path], tmp_path: Path, density: float) -> None:
+    data = {"merge_method": "ties", "base_model": str(llama_family["base"]), "models": [
+        {"model": str(llama_family["ft1"]), "parameters": {"weight": 0.5, "density": density}},
+        {"model": str(llama_family["ft2"]), "parameters": {"weight": 0.5, "density": 0.5}}]}
+    line = _one_line_error(*run(["merge", str(write(tmp_path, data)), str(tmp_path / "o")]))
+    assert "'density'" in line and str(density) in line and "(0, 1]" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_ties_merge_through_the_console_script_matches_the_in_memory_merge(
+    llama_family: dict[str, Path], tmp_path: Path
+) -> None:
+    """The real command (own process, streamed kernels, reused output buffer) against ``merge_model``."""
+    from safetensors.torch import load_file
+
+    from tests.unit.test_operators_contract import merge_model
+
+    models = [load_file(str(llama_family[k] / "model.safetensors")) for k in ("ft1", "ft2")]
+    base = load_file(str(llama_family["base"] / "model.safetensors"))
+    data = {"merge_method": "ties", "base_model": str(llama_family["base"]), "models": [
+        {"model": str(llama_family["ft1"]), "parameters": {"weight": 0.6, "density": 0.4}},
+        {"model": str(llama_family["ft2"]), "parameters": {"weight": 0.4, "density": 0.7}}]}
+    exe = Path(sys.executable).parent / "evomerge"
+    done = subprocess.run([str(exe), "merge", str(write(tmp_path, data)), str(tmp_path / "out"), "-q"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    merged = load_file(str(tmp_path / "out" / "model.safetensors"))
+    expected = merge_model("ties", models, base, per_model=[{"weight": 0.6, "density": 0.4}, {"weight": 0.4, "density": 0.7}],
+                           dialect="mergekit")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=1e-6, msg=name)

@@ -130,3 +130,47 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_rejects_garbage() -> None:
     with pytest.raises(CheckpointError):
         parse_size("lots")
+
+
+def test_streaming_reads_are_private_mappings_of_each_tensor(tmp_path: Path) -> None:
+    state = {**_state(), "f.half": torch.randn(3, 4).to(torch.bfloat16), "g.empty": torch.zeros(0, 5)}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    ck = Checkpoint(tmp_path, keep_open=False)
+    for name, tensor in state.items():
+        got = ck.get(name)
+        assert got.dtype == tensor.dtype and torch.equal(got, tensor), name
+    mapped = ck.get("b.weight")
+    mapped.fill_(7.0)  # a write lands in a private copy, never in the file
+    assert torch.equal(Checkpoint(tmp_path, keep_open=False).get("b.weight"), state["b.weight"])
+    assert torch.equal(load_file(str(tmp_path / "model.safetensors"))["b.weight"], state["b.weight"])
+
+
+def test_conversion_streams_through_a_small_staging_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evomerge.io import writer
+
+    monkeypatch.setattr(writer, "STAGE_ELEMENTS", 7)  # 64 × 64 entries in many steps, the last one partial
+    state = _state()
+    save_state_dict(state, tmp_path / "m", dtype=torch.bfloat16)
+    loaded = load_file(str(tmp_path / "m" / "model.safetensors"))
+    for name, tensor in state.items():
+        expected = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
+        assert torch.equal(loaded[name], expected), name
+
+
+def test_background_writeback_accepts_written_ranges(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from evomerge.io.byte_writes import background_writeback, pwrite_tensor
+
+    writeback = background_writeback()
+    assert (writeback is not None) == sys.platform.startswith("linux")
+    fd = os.open(tmp_path / "f.bin", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        end = pwrite_tensor(fd, torch.arange(10, dtype=torch.int32), 8)
+        assert end == 48
+        if writeback is not None:
+            assert writeback(fd, 8, end - 8) == 0
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f.bin").read_bytes()[8:] == torch.arange(10, dtype=torch.int32).numpy().tobytes()

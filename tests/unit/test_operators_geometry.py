@@ -152,6 +152,11 @@ def test_sphere_merges_are_permutation_invariant_and_scale_equivariant(
     base, models = torch.tensor(rows[0]), [torch.tensor(r) + 0.5 for r in rows[1:]]
     if any(float(torch.linalg.vector_norm(m - base)) < 0.1 for m in models):
         return  # near-zero task vectors make directions ill-defined
+    taus = [m - base for m in models]
+    if method == "model_stock" and any(
+        abs(float(torch.nn.functional.cosine_similarity(a, b, dim=0))) > 0.999 for a in taus for b in taus if a is not b
+    ):
+        return  # (anti)parallel task vectors: arccos has an infinite slope at ±1, rounding moves the angle
     use_base = base if method in ("multislerp", "model_stock") else None
     try:
         out = run_operator(method, models, use_base)

@@ -8,7 +8,7 @@ import torch
 
 from evomerge.merge.operator import MergeInputs, operator
 from evomerge.merge.operators.linear import weighted_sum
-from evomerge.merge.operators.support import per_input
+from evomerge.merge.operators.support import output_buffer, per_input
 from evomerge.merge.params import ParamSpec, ResolvedParams
 
 
@@ -50,4 +50,4 @@ def mwa(inputs: MergeInputs, params: ResolvedParams) -> torch.Tensor:
     """
     metrics = per_input(inputs, params, "metric")
     weights = metric_weights(metrics, params["metric_type"], float(params["penalty"]))
-    return weighted_sum(inputs.tensors, weights)
+    return weighted_sum(inputs.tensors, weights, out=output_buffer(inputs, inputs.tensors[0]))

@@ -3,8 +3,9 @@
 For non-negative float32 values the int32 bit pattern orders exactly like the value, so a histogram of the
 top 16 bits finds the bucket that holds the k-th smallest value and a histogram of the low 16 bits inside
 that bucket pins it down exactly: two ``bincount`` passes instead of an O(n log n) sort, and about twice as
-fast as ``torch.kthvalue`` on CPU. The same two levels, summed over many tensors, give the whole-model
-threshold of TIES's global trim in bounded memory (see ``global_trim.py``).
+fast as ``torch.kthvalue`` on CPU. The same two levels accumulated over spans (``MagnitudeStream``) select
+the k-th value of a stream in bounded memory: TIES's per-tensor trim in cache-sized spans (``ties_stream.py``)
+and its whole-model threshold over every tensor (``global_trim.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 HIGH_BINS = 1 << 15
 """Buckets of the top 16 bits; the sign bit of a magnitude is 0, so 15 bits vary."""
 LOW_BINS = 1 << 16
+PENDING_LIMIT = 1 << 20
+"""Bucket members a stream buffers before folding them into its low-bits histogram (bounds its memory)."""
 
 
 def magnitude_bits(magnitudes: torch.Tensor) -> torch.Tensor:
@@ -64,6 +67,67 @@ class MagnitudeRanks:
         lows = low_histogram(self.bits, self.high_bits, high)
         low, below_low = locate(lows, k - below)
         return OrderStatistic(compose(high, low), below + below_low, int(lows[low]))
+
+
+class MagnitudeStream:
+    """The exact k-th smallest of non-negative values that arrive in spans, in two passes and O(2^16) memory.
+
+    Pass 0 (``add_high``, every value once) histograms the top 16 bits; ``target(k)`` finds the bucket that
+    holds the k-th smallest; pass 1 (``add_low``, the same values again) histograms the low 16 bits of that
+    bucket's members; ``result()`` composes the exact value with its counts. Values are ranked at float32.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.high = torch.zeros(HIGH_BINS, dtype=torch.int64, device=device)
+        self.low = torch.zeros(LOW_BINS, dtype=torch.int64, device=device)
+        self.count = 0
+        self.rank = self.bucket = self.below = 0
+        self._pending: list[torch.Tensor] = []
+        self._pending_count = 0
+        self._top = torch.empty(0, dtype=torch.int32, device=device)
+        self._member = torch.empty(0, dtype=torch.bool, device=device)
+
+    def _bits(self, magnitudes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bit patterns, their top 16 bits in a reused buffer) of a span."""
+        bits = magnitude_bits(magnitudes)
+        n = bits.numel()
+        if self.high.device != bits.device:  # the stream follows its data (a GPU executor's, say)
+            self.high, self.low = self.high.to(bits.device), self.low.to(bits.device)
+        if self._top.numel() < n or self._top.device != bits.device:
+            self._top = torch.empty(n, dtype=torch.int32, device=bits.device)
+            self._member = torch.empty(n, dtype=torch.bool, device=bits.device)
+        return bits, torch.bitwise_right_shift(bits, 16, out=self._top[:n])
+
+    def add_high(self, magnitudes: torch.Tensor) -> None:
+        _, top = self._bits(magnitudes)
+        self.high.add_(torch.bincount(top, minlength=HIGH_BINS))
+        self.count += top.numel()
+
+    def target(self, k: int) -> None:
+        """Select the k-th smallest (1-based) of the values of pass 0."""
+        if not 1 <= k <= self.count:
+            raise ValueError(f"k={k} outside 1..{self.count}")
+        self.rank = k
+        self.bucket, self.below = locate(self.high, k)
+
+    def add_low(self, magnitudes: torch.Tensor) -> None:
+        bits, top = self._bits(magnitudes)
+        members = bits[torch.eq(top, self.bucket, out=self._member[: top.numel()])]
+        if members.numel():
+            self._pending.append(members)
+            self._pending_count += members.numel()
+            if self._pending_count >= PENDING_LIMIT:
+                self._fold()
+
+    def _fold(self) -> None:
+        if self._pending:
+            self.low.add_(torch.bincount(torch.cat(self._pending) & 0xFFFF, minlength=LOW_BINS))
+        self._pending, self._pending_count = [], 0
+
+    def result(self) -> OrderStatistic:
+        self._fold()
+        low, below_low = locate(self.low, self.rank - self.below)
+        return OrderStatistic(compose(self.bucket, low), self.below + below_low, int(self.low[low]))
 
 
 def rank_window_mask(magnitudes: torch.Tensor, start: int, stop: int) -> torch.Tensor:

@@ -67,7 +67,7 @@ def multislerp(inputs: MergeInputs, params: ResolvedParams) -> torch.Tensor:
 @operator(
     "karcher",
     params=(
-        weight_spec("input"),
+        weight_spec("input", mergekit_default=1.0),  # mergekit's karcher has no weights: a uniform mean
         ParamSpec("max_iter", int, default=10, low=1, doc="iterations of the fixed-point update"),
         ParamSpec("tol", float, default=1e-5, low=0.0, doc="stop when the tangent step is shorter than this"),
     ),

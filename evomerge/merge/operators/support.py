@@ -28,6 +28,20 @@ def require_generator(inputs: MergeInputs, method: str) -> torch.Generator:
     return inputs.generator
 
 
+def output_buffer(inputs: MergeInputs, like: torch.Tensor) -> torch.Tensor:
+    """``inputs.out`` when it fits a result shaped like ``like``, else a fresh buffer."""
+    out = inputs.out
+    if (
+        out is not None
+        and out.shape == like.shape
+        and out.dtype == like.dtype
+        and out.device == like.device
+        and out.is_contiguous()
+    ):
+        return out
+    return torch.empty_like(like, memory_format=torch.contiguous_format)
+
+
 def per_input(inputs: MergeInputs, params: ResolvedParams, name: str) -> list[Any]:
     """The per-model values of ``name``, checked to line up with ``inputs.tensors``."""
     values = list(params.model(name))
@@ -38,9 +52,10 @@ def per_input(inputs: MergeInputs, params: ResolvedParams, name: str) -> list[An
     return values
 
 
-def weight_spec(scope: Scope = "model", default: Any = 1.0) -> ParamSpec:
-    """Per-model weight: 1 by default in evomerge recipes, mandatory in mergekit's (as mergekit has it)."""
-    return ParamSpec("weight", float, scope=scope, default=default, mergekit_default=REQUIRED,
+def weight_spec(scope: Scope = "model", default: Any = 1.0, mergekit_default: Any = REQUIRED) -> ParamSpec:
+    """Per-model weight: 1 by default in evomerge recipes, mandatory in mergekit's (as mergekit has it,
+    except for its methods that take no weights at all)."""
+    return ParamSpec("weight", float, scope=scope, default=default, mergekit_default=mergekit_default,
                      doc="weight w_i of each model")
 
 

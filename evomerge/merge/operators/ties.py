@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from evomerge.merge.operator import MergeInputs, operator
+from evomerge.merge.operators.chunks import span_size
 from evomerge.merge.operators.global_trim import STATS_KEY, GlobalTrimThresholds
 from evomerge.merge.operators.sparsify import Rescale, trim_below, trim_to_top
 from evomerge.merge.operators.support import (
@@ -13,10 +14,14 @@ from evomerge.merge.operators.support import (
     RESCALE_TRIM,
     density_spec,
     normalize_spec,
+    output_buffer,
     per_input,
+    require_base,
     weight_spec,
 )
 from evomerge.merge.operators.task_vectors import Sparsifier, merge_task_vectors
+from evomerge.merge.operators.ties_stream import ties_stream
+from evomerge.merge.operators.trim_rules import KEEP_ALL, TrimRule, tensor_trim_rules
 from evomerge.merge.params import ParamSpec, ResolvedParams
 
 TRIM_SCOPE = ParamSpec(
@@ -69,17 +74,22 @@ def ties(inputs: MergeInputs, params: ResolvedParams) -> torch.Tensor:
     The global trim keeps every entry at least as large as the exact k-th largest, k = int(d·N).
     """
     densities = per_input(inputs, params, "density")
-    rescale: Rescale = "l1" if params["rescale"] else None
-    sparsify: Sparsifier
+    thresholds: list[float] | None = None
     if params["trim_scope"] == "global":
         if STATS_KEY not in inputs.stats:
             raise RuntimeError(
                 f"ties: global trim needs the whole-model pass, which did not run for {inputs.name}"
             )
         thresholds = inputs.stats[STATS_KEY]
+    if _streams(inputs, params):
+        return _ties_streamed(inputs, params, densities, thresholds)
+    rescale: Rescale = "l1" if params["rescale"] else None
+    sparsify: Sparsifier
+    if thresholds is not None:
+        global_thresholds = thresholds
 
         def sparsify(delta: torch.Tensor, i: int) -> torch.Tensor:
-            return delta if densities[i] >= 1 else trim_below(delta, thresholds[i], rescale)
+            return delta if densities[i] >= 1 else trim_below(delta, global_thresholds[i], rescale)
     else:
 
         def sparsify(delta: torch.Tensor, i: int) -> torch.Tensor:
@@ -87,4 +97,38 @@ def ties(inputs: MergeInputs, params: ResolvedParams) -> torch.Tensor:
 
     return merge_task_vectors(
         inputs, params, method="ties", sparsify=sparsify, sign_consensus=True, zero_sign=params["zero_sign"]
+    )
+
+
+def _streams(inputs: MergeInputs, params: ResolvedParams) -> bool:
+    """The span-streamed kernel covers float32 weights without the L1 rescale (which needs each trimmed
+    task vector's norm before the election); anything else takes the whole-tensor path."""
+    base = require_base(inputs, "ties")
+    return (
+        bool(inputs.tensors)
+        and not params["rescale"]
+        and all(t.dtype == torch.float32 and t.device == base.device for t in (base, *inputs.tensors))
+    )
+
+
+def _ties_streamed(
+    inputs: MergeInputs, params: ResolvedParams, densities: list[float], thresholds: list[float] | None
+) -> torch.Tensor:
+    base = require_base(inputs, "ties")
+    chunk = span_size(base)
+    rules: list[TrimRule]
+    if thresholds is not None:  # whole-model trim: keep |τ_i| ≥ t_i, ties included
+        rules = [KEEP_ALL if d >= 1 else TrimRule(float(t)) for d, t in zip(densities, thresholds)]
+    else:
+        rules = tensor_trim_rules(inputs.tensors, base, densities, chunk)
+    return ties_stream(
+        inputs.tensors,
+        base,
+        per_input(inputs, params, "weight"),
+        rules,
+        zero_sign=params["zero_sign"],
+        normalize=bool(params["normalize"]),
+        scale=float(params["lambda"]),
+        out=output_buffer(inputs, base),
+        chunk=chunk,
     )

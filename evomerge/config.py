@@ -45,6 +45,8 @@ class ModelsConfig(Section):
     sources: list[str] = Field(default_factory=list)
     model_class: str = Field("causal_lm", description="causal_lm | sequence_classification | auto | module:factory")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: str | None = Field(
+        None, description="transformers attention kernel of the evaluators' model: eager, sdpa, flash_attention_2, ...")
     allow_pickle: bool = False
     from_scratch: FromScratchConfig | None = None
     generate: GenerateConfig | None = None

@@ -63,7 +63,8 @@ def build_factory_model(factory: str, kwargs: dict[str, Any], seed: int) -> nn.M
     return model.eval()
 
 
-def load_pretrained(path: str | Path, model_class: str = "causal_lm", dtype: str = "float32") -> tuple[nn.Module, Any]:
+def load_pretrained(path: str | Path, model_class: str = "causal_lm", dtype: str = "float32",
+                    attn_implementation: str | None = None) -> tuple[nn.Module, Any]:
     """A model and its tokenizer (None when the folder has none) from a local checkpoint folder."""
     from transformers import (
         AutoModel,
@@ -76,7 +77,8 @@ def load_pretrained(path: str | Path, model_class: str = "causal_lm", dtype: str
     path = Path(path)
     if model_class in classes:
         try:
-            model = classes[model_class].from_pretrained(str(path), dtype=torch_dtype(dtype))
+            extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            model = classes[model_class].from_pretrained(str(path), dtype=torch_dtype(dtype), **extra)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: cannot load as {model_class}: {exc}") from None
     else:

@@ -9,7 +9,6 @@ and recipes mean the same thing from any working directory.
 from __future__ import annotations
 
 import contextlib
-
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,6 +108,7 @@ def evaluator_spec(config: SearchConfig, sources: Sources, space: SearchSpace, b
         seed=config.seed,
         model_class=config.models.model_class,
         dtype=config.models.dtype,
+        attn_implementation=config.models.attn_implementation,
         device=config.resources.device,
         base_dir=str(base_dir),
         allow_pickle=config.models.allow_pickle,

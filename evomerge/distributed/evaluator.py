@@ -38,6 +38,7 @@ class EvaluatorSpec:
     seed: int = 0
     model_class: str = "causal_lm"
     dtype: str = "float32"
+    attn_implementation: str | None = None
     device: str = "auto"
     base_dir: str = "."
     allow_pickle: bool = False
@@ -76,7 +77,8 @@ class Evaluator:
             fs = self.spec.from_scratch
             return build_factory_model(fs.factory, fs.kwargs, seeds.small_integer("model/init")), None
         template = self.spec.base or next(iter(self.spec.sources))
-        return load_pretrained(self.spec.sources[template], self.spec.model_class, self.spec.dtype)
+        return load_pretrained(self.spec.sources[template], self.spec.model_class, self.spec.dtype,
+                               self.spec.attn_implementation)
 
     def _fetch(self, compiled: CompiledMerge) -> Any:
         refs = compiled.sources

@@ -4,8 +4,9 @@ There is no merge plan: :meth:`ParameterVectorSpace.decode` returns None and the
 :meth:`ParameterVectorSpace.assign`'s arrays into its resident model. Tensors are laid end to end in the
 layout's network order, each flattened in C order, so a split point in the genome is a split point in
 layer order. The initial population (random initialisations, built by the caller with torch) is handed
-over as flat numpy vectors; this module never imports torch. Every coordinate has the same bounds, so the
-unit-cube maps are vectorised instead of going through one :class:`FloatDim` per weight.
+over as flat numpy vectors, the first of them doubling as :meth:`ParameterVectorSpace.start`; this module
+never imports torch. Every coordinate has the same bounds, so the unit-cube maps are vectorised instead of
+going through one :class:`FloatDim` per weight.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class ParameterVectorSpace(M2N2Space):
         return Genome(self.low + clipped * (self.high - self.low), tuple(choices))
 
     def start(self) -> Genome:
+        """The first random initialisation (the reference starts CMA-ES there), else the box's centre.
+
+        The centre is the all-zero network when the bounds are symmetric: every hidden unit alike.
+        """
+        if self._initial:
+            return self._initial[0]
         return Genome(np.full(self.dimension, 0.5 * (self.low + self.high)))
 
     def block_starts(self) -> np.ndarray:

@@ -11,13 +11,21 @@
   rank-based, so only the order matters; the distance keeps an all-failed generation from looking flat,
   which would stop pycma, and pulls the search back toward where it came from).
 * IPOP: when pycma's stop criteria fire, the search restarts from a uniformly random point with the
-  population multiplied by ``incpopsize`` (doubling by default), up to ``restarts`` times.
+  population multiplied by ``incpopsize`` (doubling by default), up to ``restarts`` times. ``options``
+  passes further pycma options (checked against pycma's list), e.g. to keep going through generations
+  whose candidates all tie, which ends pycma's run by default (``tolflatfitness: 1``).
 * Categorical dimensions: sampled from a :class:`CategoricalModel` updated toward the best half of each
   generation (CMA-ES itself sees only the continuous coordinates).
+* Checkpoints inside a generation hold the ``es`` as it was *before* that generation's ``ask``; loading
+  re-asks it (the draws are seeded, so the same points come back). pycma files the points it hands out
+  under ``hash(x.tobytes())``, which Python salts per process: an ``es`` pickled after ``ask`` and told in
+  another process would not find its own points (wrong genotypes in the update, "orphanated injected
+  solution" warnings) and the resumed run would drift from the uninterrupted one.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import pickle
 from collections.abc import Sequence
@@ -25,14 +33,24 @@ from typing import Any, Literal
 
 import cma
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, RunStateError
 from evomerge.strategies.base import Strategy, StrategyConfig, register_strategy
 from evomerge.strategies.categorical import CategoricalModel
 from evomerge.strategies.pending import Pending, check_ask
 from evomerge.strategies.unit_cube import UnitCube
 from evomerge.types import Candidate, Evaluation
+
+STRATEGY_OWNED = {
+    "bounds": "the unit cube",
+    "popsize": "use strategy.popsize",
+    "seed": "the run's seed tree",
+    "randn": "the run's seed tree",
+    "tolx": "use strategy.tolx",
+    "CMA_diagonal": "use strategy.diagonal",
+}
+"""pycma options the strategy sets itself, refused in ``options``."""
 
 
 class CMAESConfig(StrategyConfig):
@@ -46,6 +64,24 @@ class CMAESConfig(StrategyConfig):
     tolx: float = Field(1e-4, gt=0, description="stop (and restart) when steps in the unit cube fall below")
     cat_learning_rate: float = Field(0.3, gt=0, le=1)
     cat_floor: float = Field(0.05, ge=0, lt=1, description="each option keeps ≥ cat_floor/k probability")
+    options: dict[str, float | int | bool | str] = Field(
+        default_factory=dict,
+        description="further pycma options, e.g. {tolflatfitness: 1000000} to keep going through generations "
+        "that tie (accuracy on a few hundred examples often does)",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """pycma accepts a misspelt option silently; here it is an error naming the key."""
+        known = cma.CMAOptions()
+        for key in v:
+            if key in STRATEGY_OWNED:
+                raise ValueError(f"{key!r} is set by the strategy ({STRATEGY_OWNED[key]})")
+            if key not in known:
+                near = difflib.get_close_matches(key, list(known), n=3)
+                raise ValueError(f"unknown pycma option {key!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+        return v
 
 
 class NormalSource:
@@ -90,6 +126,8 @@ class CMAESStrategy(Strategy):
         self.batch: list[dict[str, Any]] | None = None
         self.pending: Pending[int] = Pending()
         self.es = self._new_es(self.cube.to_unit(self.space.start().vector)) if self.cube.dimension else None
+        self.es_before_ask: bytes | None = None
+        """The pickled ``es`` before the current generation's ``ask`` (what a checkpoint stores)."""
 
     # ------------------------------------------------------------------ pycma
     def _new_es(self, x0: np.ndarray) -> cma.CMAEvolutionStrategy:
@@ -106,12 +144,15 @@ class CMAESStrategy(Strategy):
             "seed": float("nan"),
             "randn": NormalSource(self.seed_tree.generator(f"strategy/cmaes/run{self.run}")),
             "tolx": cfg.tolx,
+            **cfg.options,
         }
         if diagonal:
             opts["CMA_diagonal"] = True
         return cma.CMAEvolutionStrategy(np.clip(x0, 0.0, 1.0).tolist(), cfg.sigma0, opts)
 
     def _new_generation(self) -> list[dict[str, Any]]:
+        if self.es is not None:
+            self.es_before_ask = pickle.dumps(self.es)
         points = self.es.ask() if self.es is not None else [np.zeros(0)] * self.popsize
         return [
             {"x": np.asarray(x), "choices": self.cats.sample(self.rng), "loss": None, "issued": False}
@@ -190,7 +231,7 @@ class CMAESStrategy(Strategy):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(
-            es=None if self.es is None else pickle.dumps(self.es),
+            es=self._es_bytes(),
             cats=self.cats.state_dict(),
             popsize=self.popsize,
             run=self.run,
@@ -212,4 +253,24 @@ class CMAESStrategy(Strategy):
         self.worst_loss = state["worst_loss"]
         self._finished = bool(state["finished"])
         self.batch = None if state["batch"] is None else [dict(s) for s in state["batch"]]
+        self.es_before_ask = state["es"] if self.batch is not None else None
         self.pending.load_state_dict(state["pending"])
+        if self.es is not None and self.batch is not None:
+            self._reask(self.batch)
+
+    def _es_bytes(self) -> bytes | None:
+        """The ``es`` to checkpoint: as it is between generations, as it was before ``ask`` within one."""
+        if self.es is None:
+            return None
+        return self.es_before_ask if self.batch is not None else pickle.dumps(self.es)
+
+    def _reask(self, batch: list[dict[str, Any]]) -> None:
+        """Re-ask the open generation so that this process's pycma knows its points (see the module doc)."""
+        assert self.es is not None
+        points = self.es.ask()
+        if len(points) != len(batch) or any(not np.array_equal(x, s["x"]) for x, s in zip(points, batch)):
+            raise RunStateError(
+                "the checkpoint's CMA-ES generation cannot be re-drawn (was pycma upgraded mid-run?)"
+            )
+        for x, entry in zip(points, batch):
+            entry["x"] = np.asarray(x)

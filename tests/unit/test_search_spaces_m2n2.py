@@ -80,6 +80,8 @@ def test_parameter_vectors_are_the_initial_points() -> None:
     assert [g.vector.tolist() for g in space.initial_points()] == [v.tolist() for v in initial]
     assert list(space.block_starts()) == list(np.cumsum([0] + [t.numel for t in LAYOUT.tensors])[:-1])  # type: ignore[attr-defined]
     assert vector_space().initial_points() == []
+    assert space.start() == space.initial_points()[0]  # a local search starts from a random network
+    assert vector_space().start() == Genome(np.zeros(n))  # without one, from the centre of the box
 
 
 def test_unit_cube_maps_agree_with_the_generic_ones() -> None:

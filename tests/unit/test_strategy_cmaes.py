@@ -1,14 +1,22 @@
-"""CMA-ES: generational ask/tell, improvement on a sphere, IPOP restarts, failures, categoricals."""
+"""CMA-ES: generational ask/tell, improvement on a sphere, IPOP restarts, failures, categoricals, resume
+in another process."""
 
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
 
+import cma
 import numpy as np
 import pydantic
 import pytest
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, RunStateError
 from evomerge.strategies.categorical import CategoricalModel
 from evomerge.strategies.cmaes import CMAESConfig, CMAESStrategy, default_popsize
 from evomerge.types import Candidate, EvalStatus, Evaluation, Objective
@@ -81,17 +89,18 @@ def test_ipop_restart_doubles_the_population() -> None:
     assert strategy.finished and strategy.ask(5) == []
 
 
-def test_failures_are_ranked_below_every_success() -> None:
+def test_failures_are_ranked_below_every_success(monkeypatch: pytest.MonkeyPatch) -> None:
     space = CoefficientSpace(3)
     strategy = cmaes(space, popsize=6)
     told: list[tuple[list[np.ndarray], list[float]]] = []
-    es_tell = strategy.es.tell  # type: ignore[union-attr]
+    es_tell = cma.CMAEvolutionStrategy.tell
 
-    def spy(solutions: list[np.ndarray], losses: list[float]) -> None:
+    def spy(es: cma.CMAEvolutionStrategy, solutions: list[np.ndarray], losses: list[float]) -> None:
         told.append((solutions, list(losses)))
-        es_tell(solutions, losses)
+        es_tell(es, solutions, losses)
 
-    strategy.es.tell = spy  # type: ignore[method-assign, union-attr]
+    # on the class: the strategy pickles its es, which an instance attribute holding a closure would break
+    monkeypatch.setattr(cma.CMAEvolutionStrategy, "tell", spy)
     cands = strategy.ask(6)
     evals = [Evaluation(c.uid, EvalStatus.OK, {"score": -float(i)}) for i, c in enumerate(cands[:4])]
     evals += [Evaluation.failure(c.uid, "oom") for c in cands[4:]]
@@ -160,3 +169,75 @@ def test_config_validation() -> None:
         make("cmaes", CoefficientSpace(), [Objective("loss", "minimize")]).objectives[0].direction
         == "minimize"
     )
+
+
+# A resumed process: load a mid-generation checkpoint, tell the open generation, run on; report the mean,
+# the process's hash of a fixed string (proof that hashing differs) and the warnings raised.
+RESUME_ELSEWHERE = """
+import pickle, sys, warnings
+from tests.unit.strategy_toys import CoefficientSpace, evaluate, make, sphere
+state, told, generations = pickle.loads(sys.stdin.buffer.read())
+space = CoefficientSpace(3)
+strategy = make("cmaes", space, fast=False, popsize=4)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    strategy.load_state_dict(state)
+    strategy.tell(told)
+    for _ in range(generations):
+        strategy.tell(evaluate(strategy.ask(4), sphere(space)))
+sys.stdout.buffer.write(pickle.dumps((hash(b"evomerge"), strategy.es.mean, [str(w.message) for w in caught])))
+"""
+
+
+def test_mid_generation_checkpoint_resumes_identically_in_another_process() -> None:
+    # popsize 4 makes pycma inject mirrored points, which it files under a per-process salted hash
+    space = CoefficientSpace(3)
+    strategy = cmaes(space, popsize=4)
+    for _ in range(3):
+        strategy.tell(evaluate(strategy.ask(4), sphere(space)))
+    told = evaluate(strategy.ask(4), sphere(space))
+    state = pickle.dumps((strategy.state_dict(), told, 8))
+    strategy.tell(told)
+    for _ in range(8):
+        strategy.tell(evaluate(strategy.ask(4), sphere(space)))
+
+    env = {**os.environ, "PYTHONHASHSEED": "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", RESUME_ELSEWHERE], input=state, capture_output=True,
+                          env=env, cwd=repo, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    other_hash, mean, messages = pickle.loads(done.stdout)
+    assert other_hash != hash(b"evomerge")  # the two processes do hash differently
+    assert not [m for m in messages if "orphan" in m]
+    assert np.array_equal(mean, strategy.es.mean)  # type: ignore[union-attr]
+
+
+def test_a_checkpoint_whose_generation_cannot_be_redrawn_is_refused() -> None:
+    space = CoefficientSpace(3)
+    strategy = cmaes(space, popsize=4)
+    strategy.ask(4)
+    state = strategy.state_dict()
+    state["batch"][0]["x"] = state["batch"][0]["x"] + 0.01
+    with pytest.raises(RunStateError, match="re-drawn"):
+        cmaes(space, popsize=4).load_state_dict(state)
+
+
+PLATEAU = {"tolflatfitness": 10**6, "tolfun": 0, "tolfunhist": 0}
+
+
+def test_pycma_options_reach_pycma_and_can_keep_a_tied_search_going() -> None:
+    # every candidate ties: pycma's default stop criteria end the run after one generation
+    assert len(drive(cmaes(CoefficientSpace(3), popsize=4), constant, budget=100)) == 4
+    strategy = cmaes(CoefficientSpace(3), popsize=4, options=PLATEAU)
+    assert strategy.es.opts["tolflatfitness"] == 10**6  # type: ignore[union-attr]
+    assert len(drive(strategy, constant, budget=100)) == 100 and not strategy.finished
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"tolflatfitnes": 5}, "unknown pycma option 'tolflatfitnes'; did you mean tolflatfitness"),
+     ({"popsize": 9}, "'popsize' is set by the strategy (use strategy.popsize)")],
+)
+def test_unknown_or_owned_pycma_options_are_refused(options: dict[str, int], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=re.escape(message)):
+        CMAESConfig(options=options)

@@ -185,6 +185,40 @@ def test_crossover_with_split_uses_both_ratios() -> None:
         assert child.genome.vector == pytest.approx(np.clip((1 - weights) * pa + weights * pb, -1, 1))
 
 
+def three_member_archive(**config: object) -> M2N2Strategy:
+    """The archive of :data:`S`: member 0 misses point 1, which member 1 alone solves."""
+    strategy = make("m2n2", DirectSpace(4, n_initial=3), ACC, pop_size=3, **config)
+    assert isinstance(strategy, M2N2Strategy)
+    first = strategy.ask(3)
+    strategy.tell([result(c, row) for c, row in zip(first, S)])
+    return strategy
+
+
+@pytest.mark.parametrize("matchmaker", [True, False])
+def test_matchmaker_switch_decides_the_second_parent(matchmaker: bool) -> None:
+    strategy = three_member_archive(use_matchmaker=matchmaker)
+    first, second, third = strategy.uids
+    partners = {child.parents[1] for child in strategy.ask(300) if child.parents[0] == first}
+    # attraction: only member 1 gains anything where member 0 is weak; without it, anyone by fitness
+    assert partners == ({second} if matchmaker else {first, second, third})
+
+
+def test_splitpoint_switch_decides_whether_children_mix_with_two_ratios() -> None:
+    with_split = three_member_archive(mixing="linear").ask(50)
+    without = three_member_archive(mixing="linear", use_splitpoint=False).ask(50)
+    assert all(c.meta["split"] is not None for c in with_split)
+    assert len({c.meta["split"] for c in with_split}) > 1
+    assert all(c.meta["split"] is None for c in without)
+
+
+def test_competition_switch_is_alpha_zero() -> None:
+    unshared = three_member_archive(use_competition=False)
+    assert unshared.alpha == 0.0
+    # plain accuracy: members 0 and 1 tie at 2 correct, member 2 trails with 1
+    assert [a["fitness"] for a in unshared.archive()] == pytest.approx([2.0, 2.0, 1.0])
+    assert [a["fitness"] for a in three_member_archive().archive()] == pytest.approx([1.5, 1.0, 0.5])
+
+
 def test_without_crossover_a_child_copies_parent_a() -> None:
     strategy = two_member_archive(use_crossover=False)
     child = strategy.ask(1)[0]

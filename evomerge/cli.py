@@ -157,7 +157,7 @@ def export(run_dir: Path, out_dir: Path, rank: int, pareto_index: int | None, dt
            repo_id: str | None, private: bool) -> None:
     """Write a run's best (or N-th, or a Pareto point) candidate as a Hugging Face checkpoint with a model card.
 
-    OUT_DIR also gets evomerge_recipe.yaml, and mergekit.yaml when mergekit can express the recipe.
+    OUT_DIR also gets the recipe (merge_recipe.yaml), and mergekit.yaml when mergekit can express it.
     """
     from evomerge.export import export_run, push_to_hub
 

@@ -108,7 +108,7 @@ def export_run(
     recipe = plan.to_yaml()
     mergekit = to_mergekit(plan)
     files = {"README.md": model_card(entry, archive, recipe, mergekit.yaml, mergekit.reason),
-             "evomerge_scores.json": scores, "evomerge_recipe.yaml": recipe}
+             "evomerge_scores.json": scores}
     if mergekit.yaml is not None:
         files["mergekit.yaml"] = mergekit.yaml
     return merge_to_disk(plan, out_dir, overwrite=overwrite, progress=progress, extra_files=files)

@@ -68,14 +68,14 @@ def test_exported_logits_equal_the_in_run_merge(exported: tuple[Path, Path]) -> 
 
 def test_exported_recipes_reproduce_the_checkpoint(exported: tuple[Path, Path], tmp_path: Path) -> None:
     _, best = exported
-    assert {"README.md", "evomerge_recipe.yaml", "mergekit.yaml", "evomerge_scores.json", "config.json"} <= {
+    assert {"README.md", "merge_recipe.yaml", "mergekit.yaml", "evomerge_scores.json", "config.json"} <= {
         p.name for p in best.iterdir()}
     mk = yaml.safe_load((best / "mergekit.yaml").read_text())
     assert "dialect" not in mk and mk["merge_method"] == "ties"
     # mergekit has no such options: their values are the ones it hard-codes, so they are dropped
     assert "trim_scope" not in yaml.safe_dump(mk) and "zero_sign" not in yaml.safe_dump(mk)
     reference = tensors(best)
-    for recipe in ("evomerge_recipe.yaml", "mergekit.yaml"):
+    for recipe in ("merge_recipe.yaml", "mergekit.yaml"):
         code, out = run(["merge", str(best / recipe), str(tmp_path / recipe), "-q"])
         assert code == 0, out
         again = tensors(tmp_path / recipe)

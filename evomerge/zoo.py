@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ def tiny_specialists(kwargs: dict[str, Any], seeds: SeedTree, progress: bool) ->
         root.joinpath("zoo").mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder) + ".lock"):
             if not (folder / "DONE").is_file():
+                if progress:
+                    print(f"training {len(opts.tasks)} tiny specialists once (about a minute on 2 cores; cached in "
+                          f"{folder})", file=sys.stderr, flush=True)
                 _build_specialists(opts, seed, folder, progress)
     return GeneratedModels(folder / "base", [folder / n for n in names[1:]])
 

@@ -89,6 +89,7 @@ def merge(recipe: Path, out_dir: Path, device: str, shard_size: str, overwrite: 
     from evomerge.merge.to_disk import merge_to_disk
     from evomerge.plan import MergePlan
 
+    _preflight(recipe)
     plan = MergePlan.from_yaml(recipe)
     _check_device(device)
     out = merge_to_disk(
@@ -115,6 +116,7 @@ def search(config: Path, run_dir: Path | None, overrides: tuple[str, ...], overw
     """
     from evomerge import search as search_mod
 
+    _preflight(config, overrides)
     s, resumed = search_mod.start(config, run_dir, list(overrides), overwrite)
     click.echo(f"run directory: {s.run_dir.path}" + (" (continuing)" if resumed else ""))
     _finish(search_mod.run(s, resumed))
@@ -217,6 +219,20 @@ def validate(path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     else:
         render(result)
     sys.exit(0 if result.ok else 1)
+
+
+def _preflight(path: Path, overrides: tuple[str, ...] = ()) -> None:
+    """The checks of `evomerge validate` (headers only, milliseconds) before any real work; the first problem
+    in one line, and a pointer to the full list when there are more."""
+    from evomerge.preflight.runner import validate_file
+
+    report = validate_file(path, overrides)
+    if report.ok:
+        return
+    first, more = report.problems[0], len(report.problems) - 1
+    suffix = f" ({more} more problem(s): run `evomerge validate {path}`)" if more else ""
+    click.echo(f"error: {first.message}{suffix}", err=True)
+    sys.exit(1)
 
 
 def _check_device(device: str) -> None:

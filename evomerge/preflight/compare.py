@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evomerge.layout import role_of
+from evomerge.layout import ModelLayout, role_of
 from evomerge.preflight.headers import SourceHeaders
 from evomerge.preflight.report import Check
 
@@ -69,8 +69,9 @@ def tensor_names(heads: Sequence[SourceHeaders]) -> list[Check]:
 def shapes(heads: Sequence[SourceHeaders]) -> list[Check]:
     """Shape mismatches of tensors both models have, vocabulary-sized rows left to :func:`vocab`."""
     first, out = heads[0], []
+    in_network_order = [t.name for t in ModelLayout.from_shapes(first.shapes, first.config).tensors]
     for h in heads[1:]:
-        bad = [n for n in first.shapes if n in h.shapes and h.shapes[n] != first.shapes[n] and not _vocab_row_change(
+        bad = [n for n in in_network_order if n in h.shapes and h.shapes[n] != first.shapes[n] and not _vocab_row_change(
             n, first.shapes[n], h.shapes[n])]
         for n in bad[:MAX_LINES_PER_PAIR]:
             out.append(Check("shapes", "problem", f"shape mismatch at tensor {n!r}: {first.ref} has {list(first.shapes[n])}, "

@@ -103,7 +103,7 @@ def test_pickle_without_opt_in(llama_family: dict[str, Path], tmp_path: Path) ->
     data = linear_recipe(llama_family)
     data["models"][1]["model"] = str(pkl)
     line = _one_line_error(*run(["merge", str(write(tmp_path, data)), str(tmp_path / "o")]))
-    assert "pickle checkpoint refused" in line and "allow_pickle" in line
+    assert "pytorch_model.bin: not safetensors (a pickle checkpoint, refused" in line and "allow_pickle" in line
     code, out = run(["merge", str(write(tmp_path, {**data, "allow_pickle": True}, "ok.yaml")), str(tmp_path / "o2"), "-q"])
     assert code == 0, out
 

@@ -9,7 +9,7 @@ genes in ``models[i].parameters``, shared genes and ``extra_parameters`` in ``pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -18,7 +18,7 @@ from evomerge.errors import ConfigError
 from evomerge.layout import ModelLayout, TensorInfo
 from evomerge.plan import MergePlan, ParameterSetting
 from evomerge.types import Genome
-from search_spaces.config import ExtraParameters, ParamRange, SpaceConfig, parse_section
+from search_spaces.config import ExtraParameters, ParamRange, SpaceConfig
 from search_spaces.genes import GeneKey, GeneTable, models_plan, place_settings
 from search_spaces.operators import check_parameters, check_sources, operator_info
 from search_spaces.reading import PlanReader, read_gene
@@ -61,19 +61,6 @@ class GlobalSpace(ConfigurableSpace):
         self.genes = GeneTable()
         self.genes.add_operator(_CELL, "", self.op, config.parameters)
         super().__init__(self.genes.dims)
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        sources: Sequence[str],
-        base: str | None,
-        layout: ModelLayout,
-        *,
-        initial_vectors: Sequence[np.ndarray] | None = None,
-        path: str = "search_space",
-    ) -> GlobalSpace:
-        return cls(parse_section(GlobalConfig, config, path), sources, base, layout, path)
 
     def decode(self, genome: Genome) -> MergePlan:
         vector = self.checked(genome)

@@ -28,7 +28,7 @@ from evomerge.errors import ConfigError
 from evomerge.layout import ModelLayout, TensorInfo
 from evomerge.plan import MergePlan, ParameterSetting, ScalarOrGradient
 from evomerge.types import Genome
-from search_spaces.config import ExtraParameters, GroupCount, Outside, ParamRange, SpaceConfig, parse_section
+from search_spaces.config import ExtraParameters, GroupCount, Outside, ParamRange, SpaceConfig
 from search_spaces.depth import Part, split_depth
 from search_spaces.filters import Rule, component_rules, conditional, exact_rules, ordered_rules
 from search_spaces.genes import GeneKey, GeneTable, models_plan, place_settings
@@ -83,13 +83,6 @@ class LayerwiseSpace(ConfigurableSpace):
         self.key_of = {t.name: self._class_of(t) for t in layout.tensors}
         self.rules = ordered_rules(self.key_of, self._candidate_rules())
         super().__init__(self.genes.dims)
-
-    @classmethod
-    def from_config(
-        cls, config: Any, sources: Sequence[str], base: str | None, layout: ModelLayout, *,
-        initial_vectors: Sequence[np.ndarray] | None = None, path: str = "search_space",
-    ) -> LayerwiseSpace:
-        return cls(parse_section(LayerwiseConfig, config, path), sources, base, layout, path)
 
     # ------------------------------------------------------------------ structure
     def _check_split(self, path: str) -> None:

@@ -41,7 +41,6 @@ from search_spaces.config import (
     ParamRange,
     Section,
     SpaceConfig,
-    parse_section,
 )
 from search_spaces.depth import Part, split_depth
 from search_spaces.filters import exact_rules, ordered_rules
@@ -92,13 +91,6 @@ class MethodChoiceSpace(ConfigurableSpace):
         self.outside_rules = ordered_rules(outside, exact_rules(list(outside.items())))
         cats = [CategoricalDim(f"method[{p.label}]", tuple(self.options)) for p in self.depth.parts]
         super().__init__(self.genes.dims, cats)
-
-    @classmethod
-    def from_config(
-        cls, config: Any, sources: Sequence[str], base: str | None, layout: ModelLayout, *,
-        initial_vectors: Sequence[np.ndarray] | None = None, path: str = "search_space",
-    ) -> MethodChoiceSpace:
-        return cls(parse_section(MethodChoiceConfig, config, path), sources, base, layout, path)
 
     # ------------------------------------------------------------------ decode
     def _override(self, vector: np.ndarray, part: Part, option: str, selector: dict[str, Any]) -> Override:

@@ -8,8 +8,7 @@ or are named by dotted path (``package.module:Class``).
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +27,6 @@ class ConfigurableSpace(SearchSpace):
     Config: ClassVar[type[SpaceConfig]]
 
     @classmethod
-    @abstractmethod
     def from_config(
         cls,
         config: Any,
@@ -39,7 +37,13 @@ class ConfigurableSpace(SearchSpace):
         initial_vectors: Sequence[np.ndarray] | None = None,
         path: str = "search_space",
     ) -> SearchSpace:
-        """Build and validate the space; ``path`` prefixes error field paths."""
+        """Build and validate the space; ``path`` prefixes error field paths.
+
+        The default parses the section with ``cls.Config`` and calls ``cls(config, sources, base, layout,
+        path)``; spaces built differently (from initial vectors, say) override it.
+        """
+        build: Callable[..., SearchSpace] = cls  # concrete spaces take (config, sources, base, layout, path)
+        return build(parse_section(cls.Config, config, path), sources, base, layout, path)
 
     def checked(self, genome: Genome) -> np.ndarray:
         """The genome's vector, after checking that it has this space's shape (a programming error if not)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,18 +50,11 @@ class SourceHeaders:
 
     @property
     def largest_numel(self) -> int:
-        return max((_numel(s) for s in self.shapes.values()), default=0)
+        return max((math.prod(s) for s in self.shapes.values()), default=0)
 
     @property
     def n_params(self) -> int:
-        return sum(_numel(s) for s in self.shapes.values())
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+        return sum(math.prod(s) for s in self.shapes.values())
 
 
 def pickle_files(folder: Path) -> list[Path]:

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +137,3 @@ def _save(model: Any, out: Path) -> None:
     model.save_pretrained(str(out))
     build_tokenizer(out)
 
-
-def model_dirs(generated: GeneratedModels) -> Sequence[Path]:
-    return ([generated.base] if generated.base else []) + list(generated.sources)

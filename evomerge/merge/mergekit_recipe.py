@@ -11,7 +11,6 @@ but mergekit draws its own masks, so the recipe comes with a warning instead of 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +119,7 @@ def _values(data: dict[str, Any], name: str) -> list[Any]:
     out: list[Any] = []
     for m in _parameter_maps(data):
         if name in m:
-            setting = copy.deepcopy(m[name])
-            items = setting if isinstance(setting, list) else [setting]
+            items = m[name] if isinstance(m[name], list) else [m[name]]
             out += [i.get("value") if isinstance(i, dict) else i for i in items]
     return out
 
@@ -129,6 +127,4 @@ def _values(data: dict[str, Any], name: str) -> list[Any]:
 def _drop(data: dict[str, Any], name: str) -> None:
     for m in _parameter_maps(data):
         m.pop(name, None)
-    if data.get("parameters") == {}:
-        data.pop("parameters")
 

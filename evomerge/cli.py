@@ -116,7 +116,7 @@ def search(config: Path, run_dir: Path | None, overrides: tuple[str, ...], overw
     """
     from evomerge import search as search_mod
 
-    _preflight(config, overrides)
+    _preflight(config, overrides, build_models=False)
     s, resumed = search_mod.start(config, run_dir, list(overrides), overwrite)
     click.echo(f"run directory: {s.run_dir.path}" + (" (continuing)" if resumed else ""))
     _finish(search_mod.run(s, resumed))
@@ -221,12 +221,12 @@ def validate(path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
-def _preflight(path: Path, overrides: tuple[str, ...] = ()) -> None:
+def _preflight(path: Path, overrides: tuple[str, ...] = (), build_models: bool = True) -> None:
     """The checks of `evomerge validate` (headers only, milliseconds) before any real work; the first problem
     in one line, and a pointer to the full list when there are more."""
     from evomerge.preflight.runner import validate_file
 
-    report = validate_file(path, overrides)
+    report = validate_file(path, overrides, build_models=build_models)
     if report.ok:
         return
     first, more = report.problems[0], len(report.problems) - 1

@@ -9,6 +9,7 @@ Every user mistake becomes a finding in the report, never an exception.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,12 @@ from evomerge.preflight.report import Check, Report
 from evomerge.validation import load_yaml
 
 
-def validate_file(path: str | Path, overrides: Sequence[str] = ()) -> Report:
-    """Check the recipe or search config at ``path``; ``overrides`` are ``--set key=value`` items."""
+def validate_file(path: str | Path, overrides: Sequence[str] = (), *, build_models: bool = True) -> Report:
+    """Check the recipe or search config at ``path``; ``overrides`` are ``--set key=value`` items.
+
+    ``build_models=False`` skips the search-space check of from-scratch configs, which builds the initial
+    population: ``evomerge search`` builds it right after anyway, and should not pay for it twice.
+    """
     path = Path(path)
     try:
         raw = load_yaml(path)
@@ -31,7 +36,7 @@ def validate_file(path: str | Path, overrides: Sequence[str] = ()) -> Report:
         report.add("config", "problem", str(exc))
         return report
     if isinstance(raw, dict) and "search_space" in raw:
-        return check_search_config(path, raw, overrides)
+        return check_search_config(path, raw, overrides, build_models=build_models)
     if isinstance(raw, dict) and "merge_method" in raw:
         return check_recipe(path)
     report = Report(str(path), "unknown")
@@ -106,7 +111,8 @@ def check_recipe(path: Path) -> Report:
 
 
 # ---------------------------------------------------------------------------------------- search configs
-def check_search_config(path: Path, raw: dict[str, Any], overrides: Sequence[str]) -> Report:
+def check_search_config(path: Path, raw: dict[str, Any], overrides: Sequence[str], *,
+                        build_models: bool = True) -> Report:
     from evomerge.config import parse_config
 
     report = Report(str(path), "search")
@@ -122,7 +128,8 @@ def check_search_config(path: Path, raw: dict[str, Any], overrides: Sequence[str
                    "the cache) when the search starts, so they and the search space are not checked here")
         return report
     if models.from_scratch is not None:
-        _check_space(config, path, report, None)
+        if build_models:
+            _check_space(config, path, report, None)
         return report
     base_dir = path.resolve().parent
     refs = [(r, _absolute(r, base_dir), f"models.sources.{i}") for i, r in enumerate(models.sources)]
@@ -172,9 +179,7 @@ def _check_space(config: Any, path: Path, report: Report, heads: Sequence[Source
         report.add("search space", "problem", str(exc))
         return
     choices = " x ".join(str(n) for n in space.n_choices)
-    combos = 1
-    for n in space.n_choices:
-        combos *= n
+    combos = math.prod(space.n_choices)
     cats = f", {len(space.cat_dims)} categorical ({choices} = {combos} combinations)" if space.cat_dims else ""
     report.add("search space", "ok", f"{space.name}: {space.dimension} float dimension(s){cats}",
                dimension=space.dimension, n_choices=space.n_choices)

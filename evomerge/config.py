@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from evomerge.errors import ConfigError
 from evomerge.validation import dump_yaml, load_yaml, validate_model
@@ -94,12 +94,31 @@ class ResourcesConfig(Section):
     pool: Literal["sequential", "ray"] = "sequential"
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)
-    gpus_per_actor: float = Field(0.0, ge=0)
+    gpus_per_actor: float = Field(
+        0.0, ge=0, description="GPUs per evaluator: a fraction shares one GPU; a whole N > 1 shards each "
+        "evaluator's model over N GPUs")
     device: str = Field("auto", description="auto | cpu | cuda")
     ray_address: str | None = None
     num_cpus: int | None = Field(None, ge=1, description="CPUs of an embedded local Ray (default: actors × cpus_per_actor)")
     object_store_mb: int = Field(256, ge=64)
     torch_threads: int | None = Field(None, ge=1)
+
+    @field_validator("gpus_per_actor")
+    @classmethod
+    def _whole_gpus_to_shard(cls, gpus: float) -> float:
+        if gpus > 1 and not float(gpus).is_integer():
+            raise ValueError(f"{gpus:g} GPUs: above 1 an evaluator shards its model over whole GPUs, "
+                             "so give a whole number (or a fraction up to 1 to share a GPU)")
+        return gpus
+
+    @field_validator("device")
+    @classmethod
+    def _shards_need_gpus(cls, device: str, info: ValidationInfo) -> str:
+        gpus = info.data.get("gpus_per_actor", 0.0)
+        if gpus > 1 and device not in ("auto", "cuda"):
+            raise ValueError(f"{device!r} cannot hold a model sharded over gpus_per_actor={gpus:g} GPUs; "
+                             "use auto or cuda")
+        return device
 
 
 class WandbConfig(Section):

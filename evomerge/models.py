@@ -63,21 +63,29 @@ def build_factory_model(factory: str, kwargs: dict[str, Any], seed: int) -> nn.M
     return model.eval()
 
 
-def load_pretrained(path: str | Path, model_class: str = "causal_lm", dtype: str = "float32",
-                    attn_implementation: str | None = None) -> tuple[nn.Module, Any]:
-    """A model and its tokenizer (None when the folder has none) from a local checkpoint folder."""
-    from transformers import (
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+def _auto_classes() -> dict[str, Any]:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    classes = {"causal_lm": AutoModelForCausalLM, "sequence_classification": AutoModelForSequenceClassification, "auto": AutoModel}
+    return {"causal_lm": AutoModelForCausalLM, "sequence_classification": AutoModelForSequenceClassification, "auto": AutoModel}
+
+
+def load_pretrained(path: str | Path, model_class: str = "causal_lm", dtype: str = "float32",
+                    attn_implementation: str | None = None,
+                    device_map: dict[str, int | str] | None = None) -> tuple[nn.Module, Any]:
+    """A model and its tokenizer (None when the folder has none) from a local checkpoint folder.
+
+    With ``device_map`` (module prefix → device, see :mod:`evomerge.distributed.sharding`) the weights are
+    loaded straight onto their devices; only transformers' Auto classes take one.
+    """
+    from transformers import AutoTokenizer
+
+    classes = _auto_classes()
     path = Path(path)
     if model_class in classes:
         try:
-            extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            extra: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            if device_map is not None:
+                extra["device_map"] = device_map
             model = classes[model_class].from_pretrained(str(path), dtype=torch_dtype(dtype), **extra)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: cannot load as {model_class}: {exc}") from None
@@ -94,6 +102,23 @@ def load_pretrained(path: str | Path, model_class: str = "causal_lm", dtype: str
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
+
+
+def pretrained_skeleton(path: str | Path, model_class: str = "causal_lm", dtype: str = "float32") -> nn.Module | None:
+    """The checkpoint's model built on the meta device (shapes, module tree, ties; no memory), or None for a
+    ``module:function`` loader, whose model can only be built for real."""
+    classes = _auto_classes()
+    if model_class not in classes:
+        return None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        with torch.device("meta"):
+            model: nn.Module = classes[model_class].from_config(config, dtype=torch_dtype(dtype))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot load as {model_class}: {exc}") from None
+    return model
 
 
 def resolve_device(preference: str, gpus_assigned: float = 0) -> torch.device:

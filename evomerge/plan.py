@@ -82,9 +82,18 @@ class OutputSlice(Frozen):
 
 
 class TokenizerConfig(Frozen):
-    source: str = "base"
+    """Which vocabulary the merged model gets when the sources' tokenizers differ.
+
+    ``source``: ``union`` (mergekit's default: the base's tokenizer plus every token another model adds),
+    ``base``, or a model of the recipe; embedding and LM-head rows are re-indexed to it by token.
+    ``new_rows`` (evomerge extension): the stand-in row of a token a model lacks, where one is needed
+    (the base's rows under task-vector methods, fixed-arity methods, padding): the mean of that model's
+    token rows, or zeros. ``tokens`` (mergekit's per-token sources) is refused by the planner.
+    """
+
+    source: str = "union"
     tokens: dict[str, Any] | None = None
-    pad_to_multiple_of: int | None = None
+    pad_to_multiple_of: int | None = Field(default=None, ge=1)
     new_rows: Literal["mean", "zeros"] = "mean"
 
 

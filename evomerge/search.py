@@ -127,7 +127,7 @@ def build_pool(config: SearchConfig, spec: EvaluatorSpec) -> EvaluatorPool:
     from evomerge.distributed.evaluator import Evaluator
     from evomerge.distributed.pool import SequentialPool
 
-    return SequentialPool(Evaluator(spec), timeout=config.evaluation.timeout)
+    return SequentialPool(Evaluator(spec, gpus=res.gpus_per_actor), timeout=config.evaluation.timeout)
 
 
 def build_trackers(config: SearchConfig, run_dir: RunDir, resumed: bool) -> list[Tracker]:

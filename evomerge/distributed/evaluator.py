@@ -4,6 +4,10 @@ This is the unit a Ray actor wraps (and the sequential pool runs in-process). Pe
 MergePlan (a few KB) arrives; the merged tensors are computed from the resident sources by the same
 compiler and executor as ``evomerge merge`` and copied into the resident model's parameters — no model
 is rebuilt, nothing touches disk. Any exception or NaN becomes a failed :class:`Evaluation`.
+
+An evaluator given several GPUs (``resources.gpus_per_actor: N``) shards the resident model over them
+(:mod:`evomerge.distributed.sharding`) and merges shard-locally: every merged tensor, and the source
+tensors it is computed from, live on the device of the parameter it replaces.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +24,18 @@ import numpy as np
 import torch
 
 from evomerge.config import FromScratchConfig
+from evomerge.distributed.sharding import (
+    DeviceSet,
+    Shards,
+    dispatch,
+    for_devices,
+    plan_shards,
+    tensor_devices,
+)
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.merge.executor import MergeExecutor
 from evomerge.merge.planner import CompiledMerge, SourceInfo, compile_plan
-from evomerge.models import build_factory_model, load_pretrained, resolve_device
+from evomerge.models import build_factory_model, load_pretrained, pretrained_skeleton, resolve_device
 from evomerge.seeding import SeedTree
 from evomerge.types import Candidate, EvalStatus, Evaluation
 
@@ -50,35 +63,70 @@ class EvaluatorSpec:
 
 
 class Evaluator:
-    def __init__(self, spec: EvaluatorSpec, name: str = "evaluator-0", gpus: float = 0) -> None:
+    def __init__(self, spec: EvaluatorSpec, name: str = "evaluator-0", gpus: float = 0,
+                 devices: DeviceSet | None = None) -> None:
+        """``gpus``: the GPUs its actor owns (a whole N > 1 shards the model over ``cuda:0..N-1``);
+        ``devices``: shard over these instead (tests place shards on stand-in devices)."""
         from fitness import build_suite
 
         self.spec = spec
         self.name = name
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
-        self.device = resolve_device(spec.device, gpus)
+        devices = devices if devices is not None else for_devices(spec.device, gpus)
+        self.device = resolve_device(spec.device, gpus) if devices is None else devices.devices[0]
+        self.shards: Shards | None = None
         seeds = SeedTree(spec.seed)
         self.checkpoints = {ref: Checkpoint(path, allow_pickle=spec.allow_pickle, label=ref) for ref, path in spec.sources.items()}
         self.infos = {ref: SourceInfo(ref, {n: m.shape for n, m in ck.meta.items()}, ck.config,
                                       {n: str(m.dtype) for n, m in ck.meta.items()})
                       for ref, ck in self.checkpoints.items()}
-        self.model, self.tokenizer = self._build_model(seeds)
-        self.model.to(self.device)
+        self.model, self.tokenizer = self._build_model(seeds, devices)
+        if self.shards is None:
+            self.model.to(self.device)
+        else:
+            self.device = self.shards.main
         self.params: dict[str, torch.Tensor] = dict(self.model.state_dict(keep_vars=True))
+        self.param_devices: dict[str, torch.device] | None = None if self.shards is None else self._placed()
+        """Tensor name → the device holding it, when the model is sharded."""
         self._resident: dict[tuple[int, str], torch.Tensor] = {}
         self._compiled: tuple[str, CompiledMerge] | None = None
         self.suite = build_suite(spec.fitness, seeds.child("fitness"), Path(spec.base_dir))
         self.suite.prepare(self.device)
 
     # ------------------------------------------------------------------ set-up
-    def _build_model(self, seeds: SeedTree) -> tuple[torch.nn.Module, Any]:
-        if self.spec.from_scratch is not None:
-            fs = self.spec.from_scratch
-            return build_factory_model(fs.factory, fs.kwargs, seeds.small_integer("model/init")), None
-        template = self.spec.base or next(iter(self.spec.sources))
-        return load_pretrained(self.spec.sources[template], self.spec.model_class, self.spec.dtype,
-                               self.spec.attn_implementation)
+    def _build_model(self, seeds: SeedTree, devices: DeviceSet | None) -> tuple[torch.nn.Module, Any]:
+        spec = self.spec
+        if spec.from_scratch is not None:
+            fs = spec.from_scratch
+            return self._sharded(build_factory_model(fs.factory, fs.kwargs, seeds.small_integer("model/init")), devices), None
+        path = spec.sources[spec.base or next(iter(spec.sources))]
+        skeleton = None if devices is None else pretrained_skeleton(path, spec.model_class, spec.dtype)
+        if devices is None or skeleton is None:
+            model, tokenizer = load_pretrained(path, spec.model_class, spec.dtype, spec.attn_implementation)
+            return self._sharded(model, devices), tokenizer
+        # planned on a meta-device skeleton, so the weights load straight onto their GPUs
+        self.shards = plan_shards(skeleton, devices)
+        return load_pretrained(path, spec.model_class, spec.dtype, spec.attn_implementation,
+                               device_map=self.shards.for_accelerate())
+
+    def _sharded(self, model: torch.nn.Module, devices: DeviceSet | None) -> torch.nn.Module:
+        """An in-memory model dispatched over ``devices`` (unchanged without them)."""
+        if devices is None:
+            return model
+        self.shards = plan_shards(model, devices)
+        return dispatch(model, self.shards)
+
+    def _placed(self) -> dict[str, torch.device]:
+        """Where each tensor actually lives (merges follow it), warning where that is not where it was planned."""
+        assert self.shards is not None
+        actual = tensor_devices(self.params)
+        planned = self.shards.planned_devices(list(actual))
+        moved = [name for name, device in actual.items() if device != planned[name]]
+        if moved:
+            warnings.warn(f"{len(moved)} tensors of the sharded model (first: {moved[0]!r}) were not placed where "
+                          "planned; merges follow where they are", stacklevel=2)
+        return actual
 
     def _fetch(self, compiled: CompiledMerge) -> Any:
         refs = compiled.sources
@@ -89,8 +137,9 @@ class Evaluator:
             if tensor is None:
                 # memory-mapped on CPU (the page cache is shared by every actor on the node); copied once to a GPU
                 tensor = self.checkpoints[refs[source]].get(name)
-                if self.device.type != "cpu":
-                    tensor = tensor.to(self.device)
+                device = self.device if self.param_devices is None else self.param_devices.get(name, self.device)
+                if device.type != "cpu":  # shard-local: next to the parameter of the same name
+                    tensor = tensor.to(device)
                 self._resident[key] = tensor
             return tensor
 
@@ -102,6 +151,9 @@ class Evaluator:
         key = candidate.plan_hash
         if self._compiled is None or self._compiled[0] != key:
             compiled = compile_plan(candidate.plan, self.infos)
+            if compiled.vocab is not None:
+                raise ValueError("this plan re-indexes vocabularies (tokenizer.source); a resident model cannot "
+                                 "change its vocabulary: merge it with `evomerge merge`")
             missing = [t.out_name for t in compiled.tasks if t.out_name not in self.params]
             if missing:
                 raise ValueError(f"merged tensor {missing[0]!r} has no counterpart in the resident model "
@@ -118,7 +170,8 @@ class Evaluator:
                     self.params[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
                 return
             compiled = self._compile(candidate)
-            executor = MergeExecutor(compiled, self._fetch(compiled), self.device)
+            placement = None if self.param_devices is None else self.param_devices.__getitem__
+            executor = MergeExecutor(compiled, self._fetch(compiled), self.device, placement)
             for task, tensor in executor:
                 self.params[task.out_name].copy_(tensor)
 

@@ -6,7 +6,9 @@ that mergekit recipes mean the same thing here: a ``models:`` recipe is one slic
 (the base model is added as an input when it is not listed); embeddings come from the first slice's
 sources and the final norm / LM head from the last slice's, with depth ``t = 0``; inside a slice, layer
 ``i`` of ``n`` has ``t = i / (n - 1)``. Every incompatibility (missing tensor, shape or vocabulary
-mismatch, architecture mismatch, unknown parameter) is found here, before any tensor is read.
+mismatch, architecture mismatch, unknown parameter) is found here, before any tensor is read. With a
+``tokenizer`` option and the sources' vocabularies, embedding and LM-head tasks are marked for re-indexing
+to one output vocabulary (:mod:`evomerge.merge.vocab_union`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from evomerge.errors import ConfigError, IncompatibleModelsError
 from evomerge.layout import ModelLayout, layer_count_key, layer_fraction, rename_layer
 from evomerge.merge.operator import OperatorSpec, get_operator
 from evomerge.merge.params import ResolvedParams, Settings, resolve
+from evomerge.merge.vocab_union import VocabPlan, output_config, plan_vocabulary
+from evomerge.merge.vocabulary import Vocabulary
 from evomerge.plan import InputSlice, MergePlan, OutputSlice, Override
 
 
@@ -32,6 +36,8 @@ class SourceInfo:
     config: Mapping[str, Any]
     dtypes: Mapping[str, str] = field(default_factory=dict)
     """Tensor name → dtype name (``torch.float32`` ...); tensors not listed are taken as floating point."""
+    vocab: Vocabulary | None = None
+    """Its tokenizer's token → id map; needed only to re-index vocabularies (``tokenizer.source``)."""
 
     @property
     def layout(self) -> ModelLayout:
@@ -51,6 +57,8 @@ class TensorTask:
     seed: int
     floating: bool = True
     """Integer/bool tensors (buffers, ids) are copied from the first input instead of merged."""
+    vocab: bool = False
+    """Rows are token ids to re-index to the output vocabulary (``CompiledMerge.vocab``) before merging."""
 
 
 @dataclass
@@ -61,6 +69,8 @@ class CompiledMerge:
     config_source: int
     tokenizer_source: int | None
     operators: dict[str, OperatorSpec]
+    vocab: VocabPlan | None = None
+    """Set when the sources' vocabularies differ and a tokenizer option maps them onto one."""
 
     def input_names(self, source: int) -> set[str]:
         names = {n for t in self.tasks for s, n in t.inputs if s == source}
@@ -124,6 +134,7 @@ class _Compiler:
         self.tasks: list[TensorTask] = []
         self.operators: dict[str, OperatorSpec] = {}
         self.out_layer = 0
+        self.vocab: VocabPlan | None = None
 
     def operator(self, name: str, path: str) -> OperatorSpec:
         if name not in self.operators:
@@ -163,9 +174,17 @@ class _Compiler:
         spec = self.operator(method, "overrides" if ov else "merge_method")
         base_ref = sl.base_model or self.plan.base_model
         shapes = [self._shape(s.model, n) for s, n in zip(sources, src_names)]
+        vocab = self.vocab if self.vocab is not None and name in self.vocab.tensors else None
+        rows = 1 if vocab else 0  # re-indexed tensors may differ in their first (token) dimension only
         for s, n, shape in zip(sources[1:], src_names[1:], shapes[1:]):
-            if shape != shapes[0]:
+            if shape[rows:] != shapes[0][rows:] or len(shape) != len(shapes[0]):
                 raise IncompatibleModelsError(self._mismatch(name, sources[0].model, src_names[0], shapes[0], s.model, n, shape))
+        if vocab is not None:
+            if "statistics" in spec.param_names():
+                raise ConfigError(f"merge method {spec.name!r} reads per-model statistics shaped like each model's own "
+                                  f"vocabulary, so it cannot merge re-indexed rows ({name}); give the embeddings another "
+                                  "method with an override (filter: embed_tokens / lm_head)", "tokenizer.source")
+            shapes[0] = (vocab.size, *shapes[0][1:])
         entries = list(zip(sources, src_names))
         base: tuple[int, str] | None = None
         if spec.base in ("required", "optional") and base_ref is not None:
@@ -200,6 +219,7 @@ class _Compiler:
             out_name=name, method=spec.name,
             inputs=tuple((self.index[s.model], n) for s, n in entries), base=base, params=params,
             shape=shapes[0], layer=layer, seed=tensor_seed(self.plan.seed, name), floating="float" in dtype,
+            vocab=vocab is not None,
         ))
 
     def _shape(self, ref: str, name: str) -> tuple[int, ...]:
@@ -216,8 +236,8 @@ class _Compiler:
         if len(sa) == len(sb) == 2 and sa[1] == sb[1] and sa[0] != sb[0] and any(
             h in out for h in ("embed", "lm_head", "wte", "word_embeddings")
         ):
-            msg += ("; the vocabularies differ, and evomerge cannot re-index embeddings yet: merge models that "
-                    "share one tokenizer")
+            msg += ("; the vocabularies differ: set 'tokenizer: {source: union}' to merge into the union of the "
+                    "vocabularies (each model's embedding and LM-head rows re-indexed by token)")
         return msg
 
 
@@ -233,6 +253,9 @@ def compile_plan(plan: MergePlan, infos: Mapping[str, SourceInfo]) -> CompiledMe
         c.operator(ov.merge_method, "overrides")
     slices = _normalised_slices(plan, infos)
     first, last = slices[0].sources, slices[-1].sources
+    config_ref = plan.base_model or first[0].model
+    tokenizer_source = _tokenizer_source(plan, c.index, config_ref)
+    c.vocab = plan_vocabulary(plan, [infos[ref] for ref in c.refs], tokenizer_source)
     layout0 = infos[first[0].model].layout
     for info in layout0.tensors:
         if info.position == "pre":
@@ -257,16 +280,21 @@ def compile_plan(plan: MergePlan, infos: Mapping[str, SourceInfo]) -> CompiledMe
         if info.position == "post":
             c.add(info.name, last, [info.name] * len(last), slices[-1], None, 0.0)
 
-    config_ref = plan.base_model or first[0].model
     out_config = dict(infos[config_ref].config)
     if plan.slices:
         out_config[layer_count_key(out_config)] = c.out_layer
+    if c.vocab is not None:
+        other = c.refs[tokenizer_source] if tokenizer_source != c.index[config_ref] else None
+        out_config = output_config(out_config, c.vocab, infos[other].config if other is not None else None)
+    return CompiledMerge(c.refs, c.tasks, out_config, c.index[config_ref], tokenizer_source, c.operators, c.vocab)
+
+
+def _tokenizer_source(plan: MergePlan, index: Mapping[str, int], config_ref: str) -> int:
+    """The source whose tokenizer the output gets (for ``union``: the one it extends)."""
     tok = plan.tokenizer_choice()
-    tokenizer_source: int | None = c.index[config_ref]
-    if tok is not None and tok != "base":
-        if tok == "union":
-            raise ConfigError("tokenizer source 'union' is not supported yet; use 'base' or a model", "tokenizer.source")
-        if tok not in c.index:
-            raise ConfigError(f"tokenizer source {tok!r} is not one of the recipe's models", "tokenizer.source")
-        tokenizer_source = c.index[tok]
-    return CompiledMerge(c.refs, c.tasks, out_config, c.index[config_ref], tokenizer_source, c.operators)
+    if tok is None or tok in ("base", "union"):
+        return index[config_ref]
+    if tok not in index:
+        raise ConfigError(f"tokenizer source {tok!r} is not one of the recipe's models (nor 'base' or 'union')",
+                          "tokenizer.source")
+    return index[tok]

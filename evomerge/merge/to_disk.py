@@ -13,6 +13,8 @@ from evomerge.io.checkpoint import Checkpoint, resolve_model_path
 from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot
 from evomerge.merge.executor import MergeExecutor
 from evomerge.merge.planner import CompiledMerge, SourceInfo, compile_plan
+from evomerge.merge.tokenizer_out import borrowed_chat_template, union_tokenizer_files
+from evomerge.merge.vocabulary import read_vocabulary
 from evomerge.plan import MergePlan
 from evomerge.progress import progress_bar
 
@@ -38,9 +40,12 @@ def open_sources(plan: MergePlan, *, base_dir: Path | None = None, allow_downloa
     return out
 
 
-def source_infos(checkpoints: Mapping[str, Checkpoint]) -> dict[str, SourceInfo]:
+def source_infos(checkpoints: Mapping[str, Checkpoint], with_vocab: bool = False) -> dict[str, SourceInfo]:
+    """What the planner needs of each source; ``with_vocab`` adds its tokenizer's vocabulary (read only when
+    the recipe has a tokenizer option, the one case that can re-index embeddings)."""
     return {
-        ref: SourceInfo(ref, {n: m.shape for n, m in ck.meta.items()}, ck.config, {n: str(m.dtype) for n, m in ck.meta.items()})
+        ref: SourceInfo(ref, {n: m.shape for n, m in ck.meta.items()}, ck.config, {n: str(m.dtype) for n, m in ck.meta.items()},
+                        read_vocabulary(ck.path) if with_vocab else None)
         for ref, ck in checkpoints.items()
     }
 
@@ -89,9 +94,14 @@ def merge_to_disk(
     """
     checkpoints = open_sources(plan, base_dir=base_dir, allow_download=allow_download)
     try:
-        compiled = compile_plan(plan, source_infos(checkpoints))
+        compiled = compile_plan(plan, source_infos(checkpoints, with_vocab=plan.tokenizer_choice() is not None))
         refs = compiled.sources
         ckpts = [checkpoints[r] for r in refs]
+        # the union tokenizer is built before any tensor is merged: one that cannot be extended fails fast
+        tokenizer_texts: dict[str, str] = {}
+        if compiled.vocab is not None and compiled.vocab.added:
+            tokenizer_texts = union_tokenizer_files(ckpts[compiled.vocab.target].path, compiled.vocab.added)
+            tokenizer_texts.update(borrowed_chat_template([ck.path for ck in ckpts], compiled.vocab.target))
         executor = MergeExecutor(compiled, lambda i, name: ckpts[i].get(name), device)
         layout = output_layout(plan, compiled, checkpoints)
         float_dtypes = [s.dtype for s in layout if s.dtype.is_floating_point]
@@ -109,6 +119,8 @@ def merge_to_disk(
             if compiled.tokenizer_source is not None:
                 tok_dir = ckpts[compiled.tokenizer_source].path
                 writer.copy_files(tok_dir, _tokenizer_files(tok_dir))
+            for name, text in tokenizer_texts.items():
+                writer.write_text(name, text)
             if plan.chat_template is not None:
                 _set_chat_template(writer.tmp, plan.chat_template)
             writer.write_text(RECIPE_FILE, plan.to_yaml())

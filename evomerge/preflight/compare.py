@@ -17,8 +17,10 @@ from evomerge.preflight.report import Check
 MAX_LINES_PER_PAIR = 5
 """Shape mismatches listed one by one per pair of models; the rest are counted in one more line."""
 
-VOCAB_FIX = ("no tokenizer option fixes this yet: evomerge cannot re-index embeddings to a union vocabulary, so "
-             "merge models that share one tokenizer")
+VOCAB_FIX = ("set 'tokenizer: {source: union}' to merge into the union of the vocabularies (each model's embedding "
+             "and LM-head rows are re-indexed by token)")
+SEARCH_VOCAB_FIX = ("a search cannot re-index vocabularies (its evaluators rewrite one resident model in place): search "
+                    "over models that share one tokenizer, or merge these with 'tokenizer: {source: union}' in a recipe")
 
 
 def _arch(h: SourceHeaders) -> tuple[str, ...]:
@@ -97,17 +99,22 @@ def _vocab_size(h: SourceHeaders) -> int | None:
     return rows[0] if rows else None
 
 
-def vocab(heads: Sequence[SourceHeaders]) -> list[Check]:
+def vocab(heads: Sequence[SourceHeaders], fix: str = VOCAB_FIX, tokenizer_option: str | None = None) -> list[Check]:
+    """Vocabulary sizes; a difference is a problem unless a tokenizer option re-indexes the rows."""
     first, out = heads[0], []
     for h in heads[1:]:
         rows = [n for n in first.shapes if n in h.shapes and _vocab_row_change(n, first.shapes[n], h.shapes[n])]
         va, vb = _vocab_size(first), _vocab_size(h)
         if not rows and va == vb:
             continue
+        data = {"models": [first.ref, h.ref], "vocab_sizes": [va, vb], "tensors": rows}
+        if tokenizer_option is not None:
+            out.append(Check("vocab", "ok", f"vocab sizes differ ({first.ref}: {va}, {h.ref}: {vb}); tokenizer.source "
+                             f"{tokenizer_option!r} re-indexes every model's embedding and LM-head rows by token", data))
+            continue
         detail = ", ".join(f"{n} {list(first.shapes[n])} vs {list(h.shapes[n])}" for n in rows)
         out.append(Check("vocab", "problem", f"vocab mismatch: {first.ref} has vocab_size {va}, {h.ref} has {vb}"
-                         f"{' (' + detail + ')' if detail else ''}; {VOCAB_FIX}",
-                         {"models": [first.ref, h.ref], "vocab_sizes": [va, vb], "tensors": rows}))
+                         f"{' (' + detail + ')' if detail else ''}; {fix}", data))
     if not out:
         out.append(Check("vocab", "ok", f"every model has vocab_size {_vocab_size(first)}"))
     return out
@@ -129,9 +136,14 @@ def dtypes(heads: Sequence[SourceHeaders], out_dtype: str | None) -> list[Check]
     return out
 
 
-def tokenizers(heads: Sequence[SourceHeaders], source: SourceHeaders) -> list[Check]:
+def tokenizers(heads: Sequence[SourceHeaders], source: SourceHeaders, tokenizer_option: str | None = None) -> list[Check]:
     """Whether the tokenizer the output gets (``source``'s) is the one every model was trained with."""
     out = []
+    if tokenizer_option is not None and source.tokenizer.fingerprint is not None:
+        matched = [h.ref for h in heads if h.tokenizer.fingerprint not in (None, source.tokenizer.fingerprint)]
+        if matched:
+            return [Check("tokenizer", "ok", f"tokenizers differ ({', '.join(matched)} vs {source.ref}); tokenizer.source "
+                          f"{tokenizer_option!r} matches embedding rows by token", {"models": [source.ref, *matched]})]
     if source.tokenizer.fingerprint is None:
         out.append(Check("tokenizer", "warning", f"{source.ref} has no tokenizer files, so the merged model will have "
                          "none; set 'tokenizer_source' to a model that has one", {"model": source.ref}))

@@ -46,13 +46,15 @@ def validate_file(path: str | Path, overrides: Sequence[str] = (), *, build_mode
 
 
 def source_checks(heads: Sequence[SourceHeaders], *, per_tensor: bool, out_dtype: str | None,
-                  tokenizer_source: SourceHeaders) -> list[Check]:
+                  tokenizer_source: SourceHeaders, tokenizer_option: str | None = None,
+                  vocab_fix: str = compare.VOCAB_FIX) -> list[Check]:
     """Every compatibility check; ``per_tensor=False`` leaves names and shapes to the planner (slices)."""
     checks = compare.architecture(heads)
     alike = compare.same_architecture(heads)
     if per_tensor:
         checks += compare.tensor_names(alike) + compare.shapes(alike)
-    checks += compare.vocab(alike) + compare.dtypes(alike, out_dtype) + compare.tokenizers(heads, tokenizer_source)
+    checks += compare.vocab(alike, vocab_fix, tokenizer_option) + compare.dtypes(alike, out_dtype)
+    checks += compare.tokenizers(heads, tokenizer_source, tokenizer_option)
     return checks
 
 
@@ -74,6 +76,8 @@ def _read_all(refs: Sequence[tuple[str, Path, str]], allow_pickle: bool, report:
 def check_recipe(path: Path) -> Report:
     from evomerge.merge.planner import SourceInfo, compile_plan
     from evomerge.merge.to_disk import locate_model
+    from evomerge.merge.vocabulary import read_vocabulary
+    from evomerge.merge.whole_model import check_whole_model, whole_model_method
     from evomerge.plan import MergePlan
 
     report = Report(str(path), "recipe")
@@ -83,6 +87,12 @@ def check_recipe(path: Path) -> Report:
         report.add("config", "problem", str(exc))
         return report
     base_dir = path.resolve().parent
+    if whole_model_method(plan.merge_method) is not None:  # PLeaS, FW, MoE: their own checks, not the planner's
+        try:
+            report.add("plan", "ok", check_whole_model(plan, base_dir))
+        except EvomergeError as exc:
+            report.add("plan", "problem", str(exc))
+        return report
     refs = [(ref, Path(locate_model(ref, base_dir)).expanduser(), f"model {ref!r}") for ref in plan.source_models()]
     heads = _read_all(refs, plan.allow_pickle, report)
     if not heads:
@@ -91,19 +101,25 @@ def check_recipe(path: Path) -> Report:
     tok = plan.tokenizer_choice()
     tok_head = by_ref.get(tok or "", heads[0])
     checks = source_checks(heads, per_tensor=not plan.slices, out_dtype=plan.out_dtype or plan.dtype,
-                           tokenizer_source=tok_head)
+                           tokenizer_source=tok_head, tokenizer_option=tok)
     report.extend(checks)
     if report.ok and len(heads) < len(refs):
         report.add("plan", "warning", "the recipe is not compiled here: some models have no readable header "
                    "(pickle checkpoints); the merge itself checks them")
     elif report.ok:
-        infos = {h.ref: SourceInfo(h.ref, h.shapes, h.config, {n: f"torch.{d}" for n, d in h.dtypes.items()})
-                 for h in heads}
-        try:
+        try:  # vocabularies only for a tokenizer option: the one case that re-indexes embeddings
+            infos = {h.ref: SourceInfo(h.ref, h.shapes, h.config, {n: f"torch.{d}" for n, d in h.dtypes.items()},
+                                       read_vocabulary(h.path) if tok is not None else None) for h in heads}
             compiled = compile_plan(plan, infos)
         except EvomergeError as exc:
             report.add("plan", "problem", str(exc))
         else:
+            if compiled.vocab is not None:
+                target = compiled.sources[compiled.vocab.target]
+                for ref, n in zip(compiled.sources, compiled.vocab.dropped):
+                    if n:
+                        report.add("vocab", "warning", f"{n} token(s) of {ref} are not in {target}'s vocabulary, which "
+                                   "the merged model gets: their rows are dropped (tokenizer.source: union keeps them)")
             report.add("plan", "ok", f"{plan.merge_method}: {len(compiled.tasks)} output tensors from "
                        f"{len(compiled.sources)} model(s)", tensors=len(compiled.tasks))
     report.extend(memory_checks(estimate(heads, None)))
@@ -138,7 +154,8 @@ def check_search_config(path: Path, raw: dict[str, Any], overrides: Sequence[str
     heads = _read_all(refs, models.allow_pickle, report)
     if not heads:
         return report
-    report.extend(source_checks(heads, per_tensor=True, out_dtype=None, tokenizer_source=heads[0]))
+    report.extend(source_checks(heads, per_tensor=True, out_dtype=None, tokenizer_source=heads[0],
+                                vocab_fix=compare.SEARCH_VOCAB_FIX))
     if report.ok:
         _check_space(config, path, report, heads)
     res = config.resources

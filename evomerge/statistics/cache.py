@@ -67,9 +67,12 @@ def is_complete(folder: Path) -> bool:
 
 
 def write_folder(
-    folder: Path, meta: dict[str, Any], fisher: dict[str, torch.Tensor], gram: dict[str, torch.Tensor]
+    folder: Path, meta: dict[str, Any], fisher: dict[str, torch.Tensor], gram: dict[str, torch.Tensor],
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write a statistics folder atomically; an existing complete folder (a concurrent writer) wins."""
+    """Write a statistics folder atomically; an existing complete folder (a concurrent writer) wins.
+
+    ``extra`` maps further safetensors file names to their tensors (``second_moments.py``'s file)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -77,6 +80,8 @@ def write_folder(
             save_file({k: v.float().contiguous() for k, v in fisher.items()}, str(tmp / FISHER_FILE))
         if gram:
             save_file({k: v.float().contiguous() for k, v in gram.items()}, str(tmp / GRAM_FILE))
+        for file, tensors in (extra or {}).items():
+            save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp / file))
         (tmp / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=1, sort_keys=True))
         if is_complete(folder):
             return folder

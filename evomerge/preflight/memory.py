@@ -65,6 +65,12 @@ def memory_checks(est: MemoryEstimate, *, actors: int | None = None, gpus_per_ac
         out.append(Check("memory", "ok", f"evaluator: per CPU actor about {human(est.evaluator_cpu)} RAM plus "
                          f"{human(est.sources_mapped)} page cache shared per node; per GPU actor about "
                          f"{human(est.evaluator_gpu)} GPU memory", data))
+    elif gpus_per_actor > 1:  # the resident model and its cached sources are sharded over the actor's GPUs
+        n = int(gpus_per_actor)
+        out.append(Check("memory", "ok", f"evaluator: {actors} actor(s) of {n} GPUs, each GPU about "
+                         f"{human(est.evaluator_gpu / n)} (a 1/{n} shard of sources {human(est.sources_mapped)} + "
+                         f"resident model {human(est.resident_model)} + working set), plus "
+                         f"{human(est.sources_mapped)} page cache per node", data | {"actors": actors, "gpus": n}))
     elif gpus_per_actor > 0:
         out.append(Check("memory", "ok", f"evaluator: {actors} GPU actor(s), each about {human(est.evaluator_gpu)} "
                          f"GPU memory (sources {human(est.sources_mapped)} + resident model {human(est.resident_model)} "

@@ -16,7 +16,7 @@ from evomerge.io.writer import save_state_dict
 from evomerge.preflight import Report, validate_file
 from evomerge.preflight.compare import MAX_LINES_PER_PAIR
 from evomerge.preflight.headers import SourceHeaders, read_headers
-from evomerge.preflight.memory import estimate
+from evomerge.preflight.memory import estimate, human
 from evomerge.tiny_models import make_tiny_model
 
 
@@ -172,3 +172,14 @@ def test_memory_estimate_from_headers(variants: dict[str, Path]) -> None:
     n_params = sizes[0] // 4
     assert est.resident_model == n_params * 2
     assert est.evaluator_gpu == sum(sizes) + n_params * 2 + est.merge_working
+
+
+def test_memory_per_gpu_is_split_over_an_actors_gpus(variants: dict[str, Path]) -> None:
+    from evomerge.preflight.memory import memory_checks
+
+    heads = [read_headers(str(p), p, "m") for p in (variants["base"], variants["ft1"])]
+    est = estimate(heads, None)  # type: ignore[arg-type]
+    single = memory_checks(est, actors=2, gpus_per_actor=1)[-1]
+    sharded = memory_checks(est, actors=2, gpus_per_actor=4)[-1]
+    assert "4 GPUs" in sharded.message and sharded.data["gpus"] == 4
+    assert human(est.evaluator_gpu / 4) in sharded.message and human(est.evaluator_gpu) in single.message

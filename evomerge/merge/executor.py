@@ -8,12 +8,12 @@ sides are callables, so disk merges and in-place merges share every line that de
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from evomerge.merge.operator import MergeInputs
+from evomerge.merge.operator import LazyTensors, MergeInputs
 from evomerge.merge.planner import CompiledMerge, TensorTask
 from evomerge.merge.vocab_rows import VocabRows
 
@@ -71,16 +71,23 @@ class MergeExecutor:
         generator = None
         if self.compiled.operators[task.method].randomized:
             generator = torch.Generator(device=device).manual_seed(task.seed)
-        tensors = [self._load(ref, device) for ref in task.inputs]
+        tensors: Sequence[torch.Tensor]
+        if self.compiled.operators[task.method].streams_inputs and not (task.vocab and self._vocab is not None):
+            refs = task.inputs
+            tensors = LazyTensors(lambda i: self._load(refs[i], device), len(refs))
+        else:
+            tensors = [self._load(ref, device) for ref in task.inputs]
         base = self._load(task.base, device) if task.base is not None else None
         if task.vocab and self._vocab is not None:
             tensors = [self._vocab.reindex(t, ref[0]) for t, ref in zip(tensors, task.inputs)]
             base = self._vocab.reindex(base, task.base[0]) if base is not None and task.base is not None else None
             reuse_output = False
-        first = tensors[0] if tensors else base
+        # a streamed input is not kept mapped just to read its dtype: the base (when given) tells the same
+        first = base if isinstance(tensors, LazyTensors) and base is not None else (tensors[0] if tensors else base)
         out = None
         if reuse_output and first is not None and first.is_floating_point():
             out = self._output_buffer(task, first.dtype, device)
+        del first
         return MergeInputs(
             tensors=tensors,
             base=base,

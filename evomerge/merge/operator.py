@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import torch
 
@@ -31,10 +31,11 @@ BasePolicy = Literal["required", "optional", "forbidden", "ignored"]
 class MergeInputs:
     """Everything an operator sees for one output tensor."""
 
-    tensors: list[torch.Tensor]
+    tensors: Sequence[torch.Tensor]
     """One tensor per non-base input model, in recipe order, in the compute dtype (float32 unless the
     sources are float64). READ-ONLY: they may be memory-mapped views of the checkpoint files or the
-    evaluator's resident copies; never modify them in place."""
+    evaluator's resident copies; never modify them in place. A list, except for operators that declare
+    ``streams_inputs``: they get a :class:`LazyTensors` that maps each input when it is read."""
     base: torch.Tensor | None
     name: str
     generator: torch.Generator | None = None
@@ -44,6 +45,36 @@ class MergeInputs:
     """Optional buffer of the output's shape and compute dtype (never an input's storage) that an operator
     may write its result into and return: the executor reuses one for every tensor, which saves a fresh
     allocation (and its page faults) per weight. Operators that ignore it allocate as usual."""
+
+
+class LazyTensors(Sequence[torch.Tensor]):
+    """Input tensors loaded when read and never kept, for operators that consume them one at a time.
+
+    A merge executor maps (and pre-faults) every input of a weight before the operator runs, so peak
+    memory grows with the number of models even for an operator that only ever holds one task vector.
+    Handing such an operator this sequence instead keeps one input mapped at a time: each read maps it
+    afresh and dropping the tensor unmaps it. Reading an element twice maps it twice (correct, slower).
+    """
+
+    def __init__(self, load: Callable[[int], torch.Tensor], count: int) -> None:
+        self._load = load
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[torch.Tensor]: ...
+
+    def __getitem__(self, index: int | slice) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(index, slice):
+            return [self._load(i) for i in range(self._count)[index]]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._load(index % self._count)
 
 
 class OperatorFn(Protocol):
@@ -79,6 +110,9 @@ class OperatorSpec:
     min_models: int = 1
     max_models: int | None = None
     randomized: bool = False
+    streams_inputs: bool = False
+    """The operator reads ``inputs.tensors`` once, in order, holding one at a time: it gets a
+    :class:`LazyTensors`, so peak memory does not grow with the number of models."""
     global_pass: Callable[[], GlobalPass] | None = None
     needs_global_pass: Callable[[ResolvedParams], bool] | None = None
     """When set, the global pass runs only if this returns True for the recipe's shared parameters."""
@@ -109,6 +143,7 @@ def operator(
     min_models: int = 1,
     max_models: int | None = None,
     randomized: bool = False,
+    streams_inputs: bool = False,
     global_pass: Callable[[], GlobalPass] | None = None,
     needs_global_pass: Callable[[ResolvedParams], bool] | None = None,
     reference: str = "",
@@ -126,6 +161,7 @@ def operator(
                 min_models=min_models,
                 max_models=max_models,
                 randomized=randomized,
+                streams_inputs=streams_inputs,
                 global_pass=global_pass,
                 needs_global_pass=needs_global_pass,
                 reference=reference,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from evomerge.errors import ConfigError
@@ -13,7 +15,7 @@ from evomerge.statistics.lookup import STATISTICS_PARAM, StatisticsPass, folders
 
 
 def fisher_average(
-    tensors: list[torch.Tensor], fishers: list[torch.Tensor], weights: list[float], floor: float,
+    tensors: Sequence[torch.Tensor], fishers: list[torch.Tensor], weights: list[float], floor: float,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """θ = Σ_i λ_i F̂_i ⊙ θ_i / Σ_i λ_i F̂_i elementwise, with F̂_i = max(F_i, floor)."""

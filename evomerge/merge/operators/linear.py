@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from evomerge.errors import ConfigError
@@ -14,7 +16,7 @@ WEIGHT_SUM_EPS = 1e-12
 
 
 def weighted_sum(
-    tensors: list[torch.Tensor], weights: list[float], divisor: float = 1.0, out: torch.Tensor | None = None
+    tensors: Sequence[torch.Tensor], weights: list[float], divisor: float = 1.0, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Σ_i w_i x_i / divisor, into ``out`` (when given), span by span.
 

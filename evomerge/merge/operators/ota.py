@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from evomerge.merge.operator import MergeInputs, operator
@@ -28,7 +30,7 @@ def curvature_weight(
     return weight.add_(epsilon)
 
 
-def plain_average(tensors: list[torch.Tensor]) -> torch.Tensor:
+def plain_average(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     total = tensors[0].clone()
     for tensor in tensors[1:]:
         total.add_(tensor)
@@ -36,7 +38,7 @@ def plain_average(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def ota_merge(
-    tensors: list[torch.Tensor],
+    tensors: Sequence[torch.Tensor],
     base: torch.Tensor | None,
     weights: list[torch.Tensor] | None,
     masks: list[torch.Tensor | None] | None = None,

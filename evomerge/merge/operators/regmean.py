@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from evomerge.errors import ConfigError
@@ -13,7 +15,7 @@ from evomerge.statistics.lookup import STATISTICS_PARAM, StatisticsPass, folders
 
 
 def regmean_solve(
-    weights: list[torch.Tensor], grams: list[torch.Tensor], alpha: float, ridge: float = 0.0,
+    weights: Sequence[torch.Tensor], grams: list[torch.Tensor], alpha: float, ridge: float = 0.0,
     scales: list[float] | None = None,
 ) -> torch.Tensor:
     """W* = (Σ_i W_i G̃_i)(Σ_i G̃_i)⁻¹ for torch-layout weights W_i [out, in] and input Grams G_i [in, in].

@@ -9,7 +9,7 @@ few accumulators, never the K task vectors stacked, so memory does not grow with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -62,7 +62,7 @@ def merge_task_vectors(
 
 
 def _weighted_sum(
-    tensors: list[torch.Tensor], base: torch.Tensor, weights: list[float], sparsify: Sparsifier | None
+    tensors: Sequence[torch.Tensor], base: torch.Tensor, weights: list[float], sparsify: Sparsifier | None
 ) -> torch.Tensor:
     merged = torch.zeros_like(base)
     if sparsify is None:
@@ -81,7 +81,7 @@ def _weighted_sum(
 
 
 def _sum_agreeing(
-    tensors: list[torch.Tensor],
+    tensors: Sequence[torch.Tensor],
     base: torch.Tensor,
     weights: list[float],
     sparsify: Sparsifier | None,

@@ -14,6 +14,8 @@ signed by γ) instead of as E − P, which is at least as accurate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from evomerge.merge.operators.chunks import flat, scratch, spans
@@ -24,7 +26,7 @@ class _SpanMerger:
     """The merge pass over one weight; ``merge`` handles one span and writes it to ``out``."""
 
     def __init__(
-        self, tensors: list[torch.Tensor], base: torch.Tensor, weights: list[float], rules: list[TrimRule],
+        self, tensors: Sequence[torch.Tensor], base: torch.Tensor, weights: list[float], rules: list[TrimRule],
         *, normalize: bool, scale: float, out: torch.Tensor, chunk: int,
     ) -> None:
         self.flats, self.base, self.out = [flat(t) for t in tensors], flat(base), flat(out)
@@ -111,7 +113,7 @@ class _SpanMerger:
 
 
 def ties_stream(
-    tensors: list[torch.Tensor],
+    tensors: Sequence[torch.Tensor],
     base: torch.Tensor,
     weights: list[float],
     rules: list[TrimRule],

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,7 @@ class _Window:
 
 
 def tensor_trim_rules(
-    tensors: list[torch.Tensor], base: torch.Tensor, densities: list[float], chunk: int
+    tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: list[float], chunk: int
 ) -> list[TrimRule]:
     """Per model, the rule that keeps the ``max(1, int(d_i·n))`` largest |θ_i − θ0| of this tensor."""
     n = base.numel()

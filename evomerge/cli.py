@@ -87,11 +87,17 @@ def merge(recipe: Path, out_dir: Path, device: str, shard_size: str, overwrite: 
     differs). Model paths are relative to the working directory, or else to the recipe's folder.
     """
     from evomerge.merge.to_disk import merge_to_disk
+    from evomerge.merge.whole_model import merge_whole_model, whole_model_method
     from evomerge.plan import MergePlan
 
     _preflight(recipe)
     plan = MergePlan.from_yaml(recipe)
     _check_device(device)
+    if whole_model_method(plan.merge_method) is not None:  # PLeaS, FW, MoE expert merging: not per tensor
+        out = merge_whole_model(plan, out_dir, base_dir=recipe.resolve().parent, device=device,
+                                max_shard_size=shard_size, overwrite=overwrite, allow_download=allow_download)
+        click.echo(f"merged {len(plan.source_models())} model(s) with {plan.merge_method} -> {out}")
+        return
     out = merge_to_disk(
         plan, out_dir, device=device, max_shard_size=shard_size, overwrite=overwrite,
         base_dir=recipe.resolve().parent, allow_download=allow_download, progress=not quiet,
@@ -168,6 +174,25 @@ def export(run_dir: Path, out_dir: Path, rank: int, pareto_index: int | None, dt
     click.echo(f"exported to {path}")
     if repo_id:
         click.echo(f"uploaded to {push_to_hub(path, repo_id, private=private)}")
+
+
+@main.command("held-out")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Split of the run's fitness suite to score.")
+@click.option("--top", default=1, show_default=True, type=click.IntRange(min=1), help="How many best candidates.")
+@user_errors
+def held_out(run_dir: Path, split: str, top: int) -> None:
+    """Re-score a run's best candidates on a held-out split (default: test) the search never saw.
+
+    The candidates are merged in place by the search's own evaluator, with the fitness suite switched to
+    SPLIT; results go to RUN_DIR/held_out.json, and `evomerge export` adds them to the model card.
+    """
+    from evomerge.holdout import score_held_out
+
+    for row in score_held_out(run_dir, split=split, top=top):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in row["held_out"].items()) or row["error"]
+        search = ", ".join(f"{k} {v:.4f}" for k, v in row["search"].items())
+        click.echo(f"#{row['rank']} {row['uid']}: {split}: {shown}  (search: {search})")
 
 
 @main.command()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from evomerge.config import parse_config
 from evomerge.errors import RunStateError
+from evomerge.holdout import read_held_out
 from evomerge.population.archive import Archive, Entry
 from evomerge.population.records import candidate_of, evaluation_of
 from evomerge.population.run_dir import RunDir
@@ -44,8 +46,13 @@ def select(archive: Archive, rank: int = 0, pareto_index: int | None = None) -> 
     return ranked[rank]
 
 
-def model_card(entry: Entry, archive: Archive, recipe: str, mergekit: str | None = None, note: str = "") -> str:
+def model_card(entry: Entry, archive: Archive, recipe: str, mergekit: str | None = None, note: str = "",
+               held_out: dict[str, Any] | None = None) -> str:
     scores = "\n".join(f"| {k} | {v:.6g} |" for k, v in entry.evaluation.objectives.items())
+    held = "" if held_out is None else (
+        f"\n\n## Scores on the held-out `{held_out['split']}` split (never seen by the search)\n\n"
+        "| objective | value |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v:.6g} |" for k, v in held_out["held_out"].items()))
     lineage = "\n".join(
         f"- `{e.candidate.uid}` (generation {e.candidate.generation}, {e.candidate.strategy})"
         + (f" ← {', '.join(e.candidate.parents)}" if e.candidate.parents else "")
@@ -63,7 +70,7 @@ Merged by [evomerge](https://github.com/evomerge/evomerge) from an evolutionary 
 
 | objective | value |
 |---|---|
-{scores}
+{scores}{held}
 
 ## Recipe
 
@@ -97,7 +104,11 @@ def export_run(
     entry = select(archive, rank, pareto_index)
     record = next(r for r in rd.records() if r["uid"] == entry.candidate.uid)
     candidate = candidate_of(record, rd)
-    scores = json.dumps({"uid": candidate.uid, "objectives": entry.evaluation.objectives}, indent=2) + "\n"
+    held_out = next((r for r in read_held_out(rd.path) if r["uid"] == candidate.uid and r["status"] == "ok"), None)
+    summary: dict[str, object] = {"uid": candidate.uid, "objectives": entry.evaluation.objectives}
+    if held_out is not None:
+        summary["held_out"] = {"split": held_out["split"], "objectives": held_out["held_out"]}
+    scores = json.dumps(summary, indent=2) + "\n"
     if candidate.plan is None:
         return _export_vector(rd, candidate.genome.vector, out_dir, overwrite, scores)
     from evomerge.merge.to_disk import merge_to_disk
@@ -107,7 +118,7 @@ def export_run(
 
     recipe = plan.to_yaml()
     mergekit = to_mergekit(plan)
-    files = {"README.md": model_card(entry, archive, recipe, mergekit.yaml, mergekit.reason),
+    files = {"README.md": model_card(entry, archive, recipe, mergekit.yaml, mergekit.reason, held_out),
              "evomerge_scores.json": scores}
     if mergekit.yaml is not None:
         files["mergekit.yaml"] = mergekit.yaml

@@ -81,6 +81,9 @@ class LmEvalConfig(FitnessConfig):
     hflm: dict[str, Any] = Field(default_factory=dict)
     token_cache: bool = True
     """Tokenize each request once per suite instead of once per candidate (weight-independent)."""
+    continuation_logits: bool = True
+    """Apply the output head and log-softmax only at continuation positions (same log-probs up to BLAS
+    rounding, see :mod:`fitness.harness.continuation_scoring`); false: lm-eval's own full-logits path."""
     quiet: bool = True
     """Silence lm-eval's INFO logging during calls (a search runs it thousands of times)."""
 

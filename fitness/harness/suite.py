@@ -29,9 +29,9 @@ from typing import Any
 from evomerge.errors import ConfigError
 from evomerge.types import Objective
 from fitness.base import FitnessResult, FitnessSuite
-from fitness.harness.cached_lm import token_caching_hflm
 from fitness.harness.options import LmEvalConfig
 from fitness.harness.scores import scores
+from fitness.harness.suite_lm import suite_hflm
 from fitness.harness.task_loading import TaskEntry, entry_label, load_entries
 from fitness.registry import register_suite
 
@@ -159,12 +159,11 @@ class LmEvalSuite(FitnessSuite):
             same = self._lm_for[0] is model and self._lm_for[1] is tokenizer
             if same and self._lm.device == model.device:
                 return self._lm
-        from lm_eval.models.huggingface import HFLM
-
-        build = token_caching_hflm if self.config.token_cache else HFLM
         # HFLM warns that an in-memory model may ignore loading options: expected here, so not shown when quiet
         with lm_eval_log_level(self.config.quiet, logging.ERROR):
-            self._lm = build(
+            self._lm = suite_hflm(
+                token_cache=self.config.token_cache,
+                continuation_logits=self.config.continuation_logits,
                 pretrained=model,
                 tokenizer=tokenizer,
                 batch_size=self.config.batch_size,

@@ -64,6 +64,28 @@ def test_reuse_across_in_place_weight_changes_equals_fresh_suites() -> None:
     assert len(seen) > 3, "weight changes must change the scores, or this test proves nothing"
 
 
+def test_continuation_only_head_scores_equal_hflms_full_logits() -> None:
+    cfg = {"name": "lm_eval", "tasks": ["evomerge_arith", "evomerge_strings"], "limit": 25, "num_fewshot": 2,
+           "batch_size": 16}
+    model, tok = tiny_lm(6)
+    lean, full = build_suite(cfg), build_suite({**cfg, "continuation_logits": False})
+    head_rows: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, args, _o: head_rows.append(args[0].shape[0]))
+    try:
+        for state in range(2):
+            scramble_(model, seed=100 + state)
+            head_rows.clear()
+            a = lean(model, tok)
+            assert 1 in head_rows, "the lean path must gather positions at the head, or this test proves nothing"
+            head_rows.clear()
+            b = full(model, tok)
+            assert 1 not in head_rows
+            assert a.objectives == b.objectives
+            np.testing.assert_array_equal(a.per_example, b.per_example)  # type: ignore[arg-type]
+    finally:
+        hook.remove()
+
+
 def test_fidelity_scores_a_fixed_nested_subset_equal_to_simple_evaluate_samples(tmp_path: Path) -> None:
     model, tok = tiny_lm(1)
     suite = build_suite({"name": "lm_eval", "tasks": ["evomerge_arith"], "batch_size": 8}, SeedTree(7))

@@ -146,7 +146,7 @@ def test_config_options_mirror_simple_evaluate_names() -> None:
     params = inspect.signature(simple_evaluate).parameters
     mirrored = set(LmEvalConfig.model_fields) - {
         "name", "weight", "label", "include_path", "include_defaults", "split", "allow_test_split", "metric",
-        "filter", "aggregate", "objective", "direction", "hflm", "token_cache", "quiet",
+        "filter", "aggregate", "objective", "direction", "hflm", "token_cache", "continuation_logits", "quiet",
     }
     assert mirrored <= set(params)
 

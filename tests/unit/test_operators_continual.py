@@ -324,3 +324,15 @@ def test_defaults_follow_the_reference_configs(method: str, defaults: dict[str, 
     assert {k: params[k] for k in defaults} == defaults
     if method == "doge":
         assert params.model("density") == [0.3]
+
+
+def test_the_global_trim_pass_names_the_operator_that_uses_it() -> None:
+    from evomerge.merge.operator import MergeInputs, get_operator
+    from evomerge.merge.params import ResolvedParams
+
+    spec = get_operator("doge")
+    assert spec.global_pass is not None
+    global_pass = spec.global_pass()
+    global_pass.start(1)
+    with pytest.raises(RuntimeError, match="^doge:"):
+        global_pass.observe(MergeInputs([torch.ones(3)], None, "w"), ResolvedParams({}), 0)

@@ -13,6 +13,7 @@ the gradient and one task vector (plus a length-rows vector per model), not K st
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -142,7 +143,7 @@ def _global_trim(params: ResolvedParams) -> bool:
         ParamSpec("lr", float, default=1e-4, low=0.0, doc="Adam's learning rate"),
     ),
     base="required",
-    global_pass=GlobalTrimThresholds,
+    global_pass=functools.partial(GlobalTrimThresholds, "doge"),
     needs_global_pass=_global_trim,
     reference="Wei et al., Modeling Multi-Task Model Merging as Adaptive Projective Gradient Descent, "
     "ICML 2025 (arXiv 2501.01230)",

@@ -32,7 +32,9 @@ class GlobalTrimThresholds:
 
     n_passes = 2
 
-    def __init__(self) -> None:
+    def __init__(self, method: str = "ties") -> None:
+        self.method = method
+        """The operator that uses this pass, named in its errors."""
         self._streams: list[MagnitudeStream] = []
         self._budget: list[float] = []
         self._densities: list[set[float]] = []
@@ -46,7 +48,7 @@ class GlobalTrimThresholds:
         self._densities = [set() for _ in range(n_models)]
 
     def observe(self, inputs: MergeInputs, params: ResolvedParams, pass_index: int) -> None:
-        base = require_base(inputs, "ties")
+        base = require_base(inputs, self.method)
         densities = per_input(inputs, params, "density")
         flat_base, chunk = flat(base), span_size(base)
         (buf,) = scratch(base, 1, chunk)

@@ -91,7 +91,8 @@ class MagnitudeStream:
         """(bit patterns, their top 16 bits in a reused buffer) of a span."""
         bits = magnitude_bits(magnitudes)
         n = bits.numel()
-        if self.high.device != bits.device:  # the stream follows its data (a GPU executor's, say)
+        if self.high.device != bits.device:  # the stream follows its data (a GPU executor's, say) ...
+            self._fold()  # ... and a model sharded over devices hands it spans from each in turn
             self.high, self.low = self.high.to(bits.device), self.low.to(bits.device)
         if self._top.numel() < n or self._top.device != bits.device:
             self._top = torch.empty(n, dtype=torch.int32, device=bits.device)

@@ -14,6 +14,7 @@ from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot
 from evomerge.merge.executor import MergeExecutor
 from evomerge.merge.planner import CompiledMerge, SourceInfo, compile_plan
 from evomerge.merge.tokenizer_out import borrowed_chat_template, union_tokenizer_files
+from evomerge.merge.vocab_union import TOKEN_ID_KEYS
 from evomerge.merge.vocabulary import read_vocabulary
 from evomerge.plan import MergePlan
 from evomerge.progress import progress_bar
@@ -115,7 +116,12 @@ def merge_to_disk(
                     bar.advance(slot.nbytes)
             writer.write_json("config.json", output_config(compiled.out_config, main_dtype))
             cfg_dir = ckpts[compiled.config_source].path
-            writer.copy_files(cfg_dir, ["generation_config.json"])
+            tok_source = compiled.tokenizer_source
+            if tok_source is None or tok_source == compiled.config_source:
+                writer.copy_files(cfg_dir, ["generation_config.json"])
+            elif (cfg_dir / "generation_config.json").is_file():
+                writer.write_json("generation_config.json", generation_config_for_tokenizer(
+                    cfg_dir / "generation_config.json", ckpts[tok_source].path, compiled.out_config))
             if compiled.tokenizer_source is not None:
                 tok_dir = ckpts[compiled.tokenizer_source].path
                 writer.copy_files(tok_dir, _tokenizer_files(tok_dir))
@@ -130,6 +136,29 @@ def merge_to_disk(
     finally:
         for ck in checkpoints.values():
             ck.close()
+
+
+def generation_config_for_tokenizer(
+    generation_config: Path, tokenizer_dir: Path, out_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The config source's generation settings with the special-token ids of the model the tokenizer comes from.
+
+    Copied unchanged, the file would keep the config source's bos/eos/pad ids, and ``generate`` would stop on
+    (or never see) the wrong tokens. The ids come from the tokenizer source's own ``generation_config.json``
+    (which may list several eos ids), else from the output ``config.json``, which already carries them; an
+    id neither has is dropped rather than kept from the wrong vocabulary.
+    """
+    out = json.loads(generation_config.read_text())
+    own_file = tokenizer_dir / "generation_config.json"
+    own: Mapping[str, Any] = json.loads(own_file.read_text()) if own_file.is_file() else {}
+    for key in TOKEN_ID_KEYS:
+        if key in own:
+            out[key] = own[key]
+        elif key in out_config:
+            out[key] = out_config[key]
+        else:
+            out.pop(key, None)
+    return out
 
 
 def _tokenizer_files(folder: Path) -> list[str]:

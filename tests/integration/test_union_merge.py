@@ -171,3 +171,35 @@ def test_a_search_over_mismatched_vocabularies_fails_at_validation(models: dict[
     found = [c.message for c in report.problems if c.check == "vocab"]
     assert not report.ok and len(found) == 2
     assert all("a search cannot re-index vocabularies" in line for line in found)
+
+
+def test_generation_config_takes_the_special_ids_of_the_tokenizer_source(models: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    import shutil
+
+    base, other = tmp_path / "base", tmp_path / "a"
+    shutil.copytree(models["base"], base)
+    shutil.copytree(models["a"], other)
+    (base / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 70, "eos_token_id": 71, "pad_token_id": 72, "max_new_tokens": 5}))
+    (other / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 2]}))
+    a_config = json.loads((other / "config.json").read_text())
+    data = {"merge_method": "linear", "base_model": str(base), "tokenizer": {"source": str(other)},
+            "models": [{"model": str(base), "parameters": {"weight": 0.5}},
+                       {"model": str(other), "parameters": {"weight": 0.5}}]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["merge", str(tmp_path / "r.yaml"), str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == 5  # the config source's settings stay
+    assert generation["eos_token_id"] == [1, 2]  # the tokenizer source's own generation ids
+    for key in ("bos_token_id", "pad_token_id"):  # else its config's, never the config source's
+        assert generation.get(key) == a_config.get(key)
+        assert generation.get(key) not in (70, 72)
+    # with the tokenizer from the config source, the file is copied as it is
+    data["tokenizer"] = {"source": "base"}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["merge", str(tmp_path / "r.yaml"), str(tmp_path / "out2"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out2" / "generation_config.json").read_text())["eos_token_id"] == 71

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -27,11 +25,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from evomerge.errors import StatisticsError
-from evomerge.statistics.cache import module_identity
+from evomerge.statistics.cache import module_identity, read_meta, write_atomically
 from evomerge.statistics.data import CalibrationData, TaskKind
 from evomerge.statistics.likelihood import batch_size, forward_inputs, limited, to_device
 
@@ -67,13 +64,7 @@ class ActivationsFolder:
 
     @cached_property
     def meta(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / META_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise StatisticsError(f"{self.path / META_FILE}: invalid JSON ({exc})") from None
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-            raise StatisticsError(f"{self.path / META_FILE}: unsupported activations format; collect them again")
-        return data
+        return read_meta(self.path / META_FILE, FORMAT_VERSION, "activations")
 
     @property
     def layers(self) -> list[str]:
@@ -167,21 +158,4 @@ def collect_activations(
     meta = {"format_version": FORMAT_VERSION, "model": identity, "data": data.identity, "task": data.task,
             "settings": settings.model_dump(mode="json"), "layers": list(inputs), "calls": calls,
             "batches": n_batches, "examples": examples, "rows": {k: len(v) for k, v in inputs.items()}}
-    return ActivationsFolder(_write(folder, meta, inputs))
-
-
-def _write(folder: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
-    """Write a folder atomically; an existing complete folder (a concurrent writer) wins."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSOR_FILE))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        if (folder / META_FILE).is_file():
-            return folder
-        if folder.exists():
-            shutil.rmtree(folder)  # an incomplete leftover from a crash before the rename
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return ActivationsFolder(write_atomically(folder, META_FILE, meta, {TENSOR_FILE: inputs}))

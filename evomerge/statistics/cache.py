@@ -73,24 +73,44 @@ def write_folder(
     """Write a statistics folder atomically; an existing complete folder (a concurrent writer) wins.
 
     ``extra`` maps further safetensors file names to their tensors (``second_moments.py``'s file)."""
+    files = {FISHER_FILE: fisher, GRAM_FILE: gram, **(extra or {})}
+    floats = {file: {k: v.float() for k, v in tensors.items()} for file, tensors in files.items() if tensors}
+    return write_atomically(folder, META_FILE, {"format_version": FORMAT_VERSION, **meta}, floats)
+
+
+def write_atomically(
+    folder: Path, meta_file: str, meta: dict[str, Any], files: dict[str, dict[str, torch.Tensor]]
+) -> Path:
+    """Write a cached folder (safetensors files + JSON metadata) in a temporary sibling, then rename it.
+
+    The metadata file is written last and marks the folder complete: a complete folder already there (a
+    concurrent writer of the same key) wins, an incomplete one (a crash before the rename) is replaced.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        if fisher:
-            save_file({k: v.float().contiguous() for k, v in fisher.items()}, str(tmp / FISHER_FILE))
-        if gram:
-            save_file({k: v.float().contiguous() for k, v in gram.items()}, str(tmp / GRAM_FILE))
-        for file, tensors in (extra or {}).items():
-            save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp / file))
-        (tmp / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=1, sort_keys=True))
-        if is_complete(folder):
+        for file, tensors in files.items():
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / file))
+        (tmp / meta_file).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if (folder / meta_file).is_file():
             return folder
         if folder.exists():
-            shutil.rmtree(folder)  # an incomplete leftover from a crash before the rename
+            shutil.rmtree(folder)
         tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def read_meta(file: Path, version: int, kind: str) -> dict[str, Any]:
+    """A cached folder's JSON metadata, refused when unreadable or written by another format version."""
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise StatisticsError(f"{file}: invalid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format_version") != version:
+        raise StatisticsError(f"{file}: unsupported {kind} format; collect them again")
+    return data
 
 
 class StatisticsFolder:
@@ -104,13 +124,7 @@ class StatisticsFolder:
 
     @cached_property
     def meta(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / META_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise StatisticsError(f"{self.path / META_FILE}: invalid JSON ({exc})") from None
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-            raise StatisticsError(f"{self.path / META_FILE}: unsupported statistics format; collect them again")
-        return data
+        return read_meta(self.path / META_FILE, FORMAT_VERSION, "statistics")
 
     def _handle(self, file: str) -> Any:
         if file not in self._handles:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +21,12 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from evomerge.errors import StatisticsError
 from evomerge.progress import progress_bar
-from evomerge.statistics.cache import folder_identity, module_identity
+from evomerge.statistics.cache import folder_identity, module_identity, write_atomically
 from evomerge.statistics.data import CalibrationData
 from evomerge.statistics.likelihood import batch_size, forward_inputs, limited, to_device
 
@@ -71,23 +69,11 @@ class MoeStatistics:
 
     def save(self, folder: Path) -> Path:
         """Write atomically (temporary sibling, then rename); a complete folder already there wins."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            tensors = {f"layers.{i}.{field}": getattr(r, field).double().contiguous()
-                       for i, r in self.layers.items() for field in ("frequency", "logit_gram", "output_cosine")}
-            save_file(tensors, str(tmp / TENSOR_FILE))
-            meta = {**self.meta, "format_version": FORMAT_VERSION, "top_k": self.top_k,
-                    "tokens": {str(i): r.tokens for i, r in self.layers.items()}}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-            if (folder / META_FILE).is_file():
-                return folder
-            if folder.exists():
-                shutil.rmtree(folder)  # an incomplete leftover of a crash
-            tmp.rename(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return folder
+        tensors = {f"layers.{i}.{field}": getattr(r, field).double()
+                   for i, r in self.layers.items() for field in ("frequency", "logit_gram", "output_cosine")}
+        meta = {**self.meta, "format_version": FORMAT_VERSION, "top_k": self.top_k,
+                "tokens": {str(i): r.tokens for i, r in self.layers.items()}}
+        return write_atomically(folder, META_FILE, meta, {TENSOR_FILE: tensors})
 
     @classmethod
     def load(cls, folder: str | Path) -> MoeStatistics:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,12 @@ class TensorSlot:
         for d in self.shape:
             n *= d
         return n
+
+
+def main_float_dtype(layout: Iterable[TensorSlot]) -> torch.dtype:
+    """The floating dtype most of an output's tensors have (``config.json``'s ``dtype``); float32 if none."""
+    floats = Counter(slot.dtype for slot in layout if slot.dtype.is_floating_point)
+    return floats.most_common(1)[0][0] if floats else torch.float32
 
 
 @dataclass

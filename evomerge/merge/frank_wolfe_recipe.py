@@ -16,12 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 
 from evomerge.errors import ConfigError, StatisticsError
 from evomerge.io.checkpoint import Checkpoint, resolve_model_path
-from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot
+from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot, main_float_dtype
 from evomerge.merge.frank_wolfe import settings_from_parameters
 from evomerge.merge.frank_wolfe_objective import frank_wolfe_checkpoints
 from evomerge.merge.to_disk import RECIPE_FILE, locate_model, output_config
@@ -117,9 +116,7 @@ def frank_wolfe_to_disk(
     with CheckpointWriter(out_dir, layout, max_shard_size=max_shard_size, overwrite=overwrite) as writer:
         for name, tensor in result.weights.items():
             writer.write(name, tensor.detach().cpu())
-        floats = [s.dtype for s in layout if s.dtype.is_floating_point]
-        main = max(set(floats), key=floats.count) if floats else torch.float32
-        writer.write_json("config.json", output_config(source.config, main))
+        writer.write_json("config.json", output_config(source.config, main_float_dtype(layout)))
         writer.copy_files(base)
         writer.write_text(RECIPE_FILE, plan.to_yaml())
         for name, text in (extra_files or {}).items():

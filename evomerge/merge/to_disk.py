@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from evomerge.io.checkpoint import Checkpoint, resolve_model_path
-from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot
+from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot, main_float_dtype
 from evomerge.merge.executor import MergeExecutor
 from evomerge.merge.planner import CompiledMerge, SourceInfo, compile_plan
 from evomerge.merge.tokenizer_out import borrowed_chat_template, union_tokenizer_files
@@ -105,8 +105,7 @@ def merge_to_disk(
             tokenizer_texts.update(borrowed_chat_template([ck.path for ck in ckpts], compiled.vocab.target))
         executor = MergeExecutor(compiled, lambda i, name: ckpts[i].get(name), device)
         layout = output_layout(plan, compiled, checkpoints)
-        float_dtypes = [s.dtype for s in layout if s.dtype.is_floating_point]
-        main_dtype = max(set(float_dtypes), key=float_dtypes.count) if float_dtypes else torch.float32
+        main_dtype = main_float_dtype(layout)
         with CheckpointWriter(out_dir, layout, max_shard_size=max_shard_size, overwrite=overwrite) as writer:
             executor.stats()  # global passes first, so the bar below measures merging only
             total = sum(s.nbytes for s in layout)

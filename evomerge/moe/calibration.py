@@ -28,10 +28,10 @@ def default_cache_dir() -> Path:
 
 
 def relative_path(ref: str, base_dir: Path | None) -> Path:
-    path = Path(ref).expanduser()
-    if path.exists() or path.is_absolute() or base_dir is None:
-        return path
-    return base_dir / path if (base_dir / path).exists() else path
+    """A recipe's file path, found as model paths are (:func:`evomerge.merge.to_disk.locate_model`)."""
+    from evomerge.merge.to_disk import locate_model
+
+    return Path(locate_model(ref, base_dir)).expanduser()
 
 
 def text_calibration(text_file: Path, tokenizer_dir: Path, sequences: int, length: int) -> CalibrationData:

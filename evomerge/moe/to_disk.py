@@ -18,7 +18,7 @@ import torch
 
 from evomerge.errors import StatisticsError
 from evomerge.io.checkpoint import Checkpoint
-from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot
+from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot, main_float_dtype
 from evomerge.merge.to_disk import RECIPE_FILE, open_sources, output_config
 from evomerge.moe.calibration import check_statistics, relative_path, resolve_statistics
 from evomerge.moe.grouping import check_group_count
@@ -107,8 +107,7 @@ def merge_moe_to_disk(
             return DTYPES[wanted] if wanted and source.is_floating_point else source
 
         layout = _layout(ckpt, moe, n, dtype_of)
-        floats = [s.dtype for s in layout if s.dtype.is_floating_point]
-        main_dtype = max(set(floats), key=floats.count) if floats else torch.float32
+        main_dtype = main_float_dtype(layout)
         seeds = SeedTree(plan.seed).child(f"moe/{recipe.merger.name}")
         provenance: dict[str, Any] = {"method": recipe.merger.name, "source_experts": moe.num_experts,
                                       "experts": n, "layers": {}}

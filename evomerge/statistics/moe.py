@@ -26,7 +26,7 @@ from torch import nn
 
 from evomerge.errors import StatisticsError
 from evomerge.progress import progress_bar
-from evomerge.statistics.cache import folder_identity, module_identity, write_atomically
+from evomerge.statistics.cache import folder_identity, module_identity, read_meta, write_atomically
 from evomerge.statistics.data import CalibrationData
 from evomerge.statistics.likelihood import batch_size, forward_inputs, limited, to_device
 
@@ -81,13 +81,11 @@ class MoeStatistics:
         if not (path / META_FILE).is_file():
             raise StatisticsError(f"{path}: not a MoE statistics folder (no {META_FILE}); collect it with "
                                   "evomerge.statistics.moe.collect_moe_statistics")
+        meta = read_meta(path / META_FILE, FORMAT_VERSION, "MoE statistics")
         try:
-            meta = json.loads((path / META_FILE).read_text())
             tensors = load_file(str(path / TENSOR_FILE))
-        except (OSError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise StatisticsError(f"{path}: unreadable MoE statistics ({exc}); collect them again") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise StatisticsError(f"{path / META_FILE}: unsupported MoE statistics format; collect them again")
         layers = {int(i): LayerRouting(tensors[f"layers.{i}.frequency"], tensors[f"layers.{i}.logit_gram"],
                                        tensors[f"layers.{i}.output_cosine"], int(n)) for i, n in meta["tokens"].items()}
         return cls(layers, int(meta["top_k"]), meta)

@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from evomerge.errors import StatisticsError
+from evomerge.errors import CheckpointError, StatisticsError
+from evomerge.models import pretrained_skeleton
 from evomerge.statistics.cache import StatisticsFolder, is_complete, write_folder
 from evomerge.statistics.optimizer_state import optimizer_second_moments
 
@@ -71,22 +72,15 @@ def exported_second_moments(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def model_skeleton(checkpoint_dir: str | Path, model_class: str = "causal_lm") -> nn.Module:
-    """The checkpoint's model built on the meta device (names, shapes and module types; no memory)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    classes = {
-        "causal_lm": AutoModelForCausalLM,
-        "sequence_classification": AutoModelForSequenceClassification,
-        "auto": AutoModel,
-    }
-    if model_class not in classes:
-        raise StatisticsError(f"model_class must be one of {', '.join(classes)}; got {model_class!r}")
+    """The checkpoint's model on the meta device, to name an optimizer state's parameters."""
     try:
-        config = AutoConfig.from_pretrained(str(checkpoint_dir))
-    except (OSError, ValueError) as exc:
-        raise StatisticsError(f"{checkpoint_dir}: no readable config.json ({exc})") from None
-    with torch.device("meta"):
-        return classes[model_class].from_config(config)
+        skeleton = pretrained_skeleton(checkpoint_dir, model_class)
+    except CheckpointError as exc:
+        raise StatisticsError(str(exc)) from None
+    if skeleton is None:
+        raise StatisticsError(f"model_class must name a transformers Auto class to read {checkpoint_dir}; "
+                              f"got {model_class!r}")
+    return skeleton
 
 
 def read_second_moments(

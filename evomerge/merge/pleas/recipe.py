@@ -27,7 +27,7 @@ import torch
 from evomerge.errors import ConfigError
 from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot
 from evomerge.merge.pleas.merge import PleasResult, PleasSettings, pleas_merge
-from evomerge.merge.to_disk import RECIPE_FILE, open_sources
+from evomerge.merge.to_disk import RECIPE_FILE, locate_model, open_sources
 from evomerge.plan import MergePlan
 from evomerge.statistics.activations import ActivationsFolder
 from evomerge.validation import validate_model
@@ -62,11 +62,8 @@ def pleas_inputs(plan: MergePlan, base_dir: Path | None = None) -> tuple[list[st
                               where)
         if params:
             raise ConfigError(f"unknown per-model parameter(s) {sorted(params)}; pleas takes only 'statistics'", where)
-        folder = Path(path).expanduser()
-        if not folder.exists() and base_dir is not None and (base_dir / folder).exists():
-            folder = base_dir / folder
         refs.append(entry.model)
-        folders.append(ActivationsFolder(folder))
+        folders.append(ActivationsFolder(Path(locate_model(path, base_dir)).expanduser()))
     raw = {k: _plain(v, f"parameters.{k}") for k, v in (plan.parameters or {}).items()}
     return refs, folders, validate_model(PleasSettings, raw, prefix="parameters")
 

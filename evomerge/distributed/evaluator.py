@@ -34,7 +34,8 @@ from evomerge.distributed.sharding import (
 )
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.merge.executor import MergeExecutor
-from evomerge.merge.planner import CompiledMerge, SourceInfo, compile_plan
+from evomerge.merge.planner import CompiledMerge, compile_plan
+from evomerge.merge.to_disk import source_infos
 from evomerge.models import build_factory_model, load_pretrained, pretrained_skeleton, resolve_device
 from evomerge.seeding import SeedTree
 from evomerge.types import Candidate, EvalStatus, Evaluation
@@ -78,9 +79,7 @@ class Evaluator:
         self.shards: Shards | None = None
         seeds = SeedTree(spec.seed)
         self.checkpoints = {ref: Checkpoint(path, allow_pickle=spec.allow_pickle, label=ref) for ref, path in spec.sources.items()}
-        self.infos = {ref: SourceInfo(ref, {n: m.shape for n, m in ck.meta.items()}, ck.config,
-                                      {n: str(m.dtype) for n, m in ck.meta.items()})
-                      for ref, ck in self.checkpoints.items()}
+        self.infos = source_infos(self.checkpoints)
         self.model, self.tokenizer = self._build_model(seeds, devices)
         if self.shards is None:
             self.model.to(self.device)
@@ -150,10 +149,10 @@ class Evaluator:
         assert candidate.plan is not None
         key = candidate.plan_hash
         if self._compiled is None or self._compiled[0] != key:
+            if candidate.plan.tokenizer_choice() is not None:  # the resident model keeps its vocabulary
+                raise ValueError("this plan has a tokenizer option, which can re-index vocabularies; a resident "
+                                 "model cannot change its vocabulary: merge it with `evomerge merge`")
             compiled = compile_plan(candidate.plan, self.infos)
-            if compiled.vocab is not None:
-                raise ValueError("this plan re-indexes vocabularies (tokenizer.source); a resident model cannot "
-                                 "change its vocabulary: merge it with `evomerge merge`")
             missing = [t.out_name for t in compiled.tasks if t.out_name not in self.params]
             if missing:
                 raise ValueError(f"merged tensor {missing[0]!r} has no counterpart in the resident model "

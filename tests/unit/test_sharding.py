@@ -202,3 +202,13 @@ def test_a_model_too_large_for_its_devices_is_refused(llama_family: dict[str, Pa
 
     with pytest.raises(DoesNotFitError, match="raise resources.gpus_per_actor"):
         Evaluator(spec_of(llama_family), devices=two_stand_ins(capacity=1000))
+
+
+def test_a_plan_with_a_tokenizer_option_fails_as_a_result(llama_family: dict[str, Path]) -> None:
+    spec, cand = spec_of(llama_family), candidate(llama_family)
+    evaluator = Evaluator(spec)
+    assert cand.plan is not None
+    with_tokenizer = cand.plan.model_copy(update={"tokenizer_source": "base"})
+    got = evaluator.evaluate(Candidate("c1", cand.genome, with_tokenizer))
+    assert not got.ok and "tokenizer option" in (got.error or "")
+    assert evaluator.evaluate(cand).ok

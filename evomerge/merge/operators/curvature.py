@@ -21,9 +21,10 @@ import torch
 
 from evomerge.errors import ConfigError, StatisticsError
 from evomerge.merge.operator import MergeInputs
+from evomerge.merge.operators import support
 from evomerge.merge.operators.selection import MagnitudeRanks, MagnitudeStream
 from evomerge.merge.operators.support import per_input
-from evomerge.merge.params import ParamSpec, ResolvedParams
+from evomerge.merge.params import SAME, ParamSpec, ResolvedParams
 from evomerge.statistics.second_moments import SecondMomentFolder, rank1_approximation
 
 FOLDERS_KEY = "second_moment_folders"
@@ -46,15 +47,11 @@ RANK1 = ParamSpec(
 
 
 def density_spec(default: float) -> ParamSpec:
-    return ParamSpec(
-        "density",
-        float,
-        scope="model",
-        default=default,
-        low=0.0,
-        high=1.0,
-        doc="fraction d of each task vector's entries kept, those of largest saliency v ⊙ τ² "
-        "(1: no mask; 0: the base)",
+    return support.density_spec(
+        default,
+        SAME,
+        "fraction d of each task vector's entries kept, those of largest saliency v ⊙ τ² (1: no mask; 0: the base)",
+        zero_allowed=True,
     )
 
 

@@ -15,6 +15,7 @@ from evomerge.merge.operators.curvature import (
     keep_masks,
     second_moments_for,
 )
+from evomerge.merge.operators.linear import weighted_sum
 from evomerge.merge.operators.support import output_buffer, per_input
 from evomerge.merge.params import ParamSpec, ResolvedParams
 from evomerge.statistics.lookup import STATISTICS_PARAM
@@ -28,13 +29,6 @@ def curvature_weight(
     if normalise == "global":
         weight.div_(weight.mean() + epsilon)
     return weight.add_(epsilon)
-
-
-def plain_average(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    total = tensors[0].clone()
-    for tensor in tensors[1:]:
-        total.add_(tensor)
-    return total.div_(len(tensors))
 
 
 def ota_merge(
@@ -86,7 +80,7 @@ def ota_merge(
     if base is not None:
         merged.add_(base)
     if kept is not None:
-        fallback_value = base if fallback == "base" and base is not None else plain_average(tensors)
+        fallback_value = base if fallback == "base" and base is not None else weighted_sum(tensors, [1.0] * len(tensors), len(tensors))
         merged = torch.where(kept, merged, fallback_value, out=merged)
     return merged
 

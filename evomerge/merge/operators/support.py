@@ -59,7 +59,10 @@ def weight_spec(scope: Scope = "model", default: Any = 1.0, mergekit_default: An
                      doc="weight w_i of each model")
 
 
-def density_spec(default: float, mergekit_default: float = 1.0, doc: str = "") -> ParamSpec:
+def density_spec(
+    default: float, mergekit_default: Any = 1.0, doc: str = "", *, zero_allowed: bool = False
+) -> ParamSpec:
+    """``density`` in (0, 1], or [0, 1] where keeping nothing is meaningful (the curvature masks: the base)."""
     return ParamSpec(
         "density",
         float,
@@ -67,7 +70,7 @@ def density_spec(default: float, mergekit_default: float = 1.0, doc: str = "") -
         default=default,
         mergekit_default=mergekit_default,
         low=0.0,
-        low_open=True,
+        low_open=not zero_allowed,
         high=1.0,
         doc=doc or "fraction d of each task vector's entries that is kept",
     )

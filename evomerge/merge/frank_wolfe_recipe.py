@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from evomerge.errors import ConfigError, StatisticsError
 from evomerge.io.checkpoint import Checkpoint, resolve_model_path
 from evomerge.io.writer import DTYPES, CheckpointWriter, TensorSlot, main_float_dtype
-from evomerge.merge.frank_wolfe import settings_from_parameters
+from evomerge.merge.frank_wolfe import FrankWolfeSettings, settings_from_parameters
 from evomerge.merge.frank_wolfe_objective import frank_wolfe_checkpoints
 from evomerge.merge.to_disk import RECIPE_FILE, locate_model, output_config
 from evomerge.plan import MergePlan
@@ -68,6 +68,20 @@ def recipe_calibration(parameters: Mapping[str, Any], base_dir: Path | None = No
     return token_data(ids, f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}", batch_size)
 
 
+def frank_wolfe_inputs(plan: MergePlan, base_dir: Path | None) -> tuple[FrankWolfeSettings, CalibrationData]:
+    """An ``fw`` recipe's settings and calibration data, after checking its shape (``validate`` and merging
+    both start here)."""
+    if plan.merge_method != METHOD or not plan.models or not plan.base_model or plan.slices:
+        raise ConfigError("an fw recipe needs merge_method: fw, a base_model and models (slices are not supported)",
+                          "models")
+    if any(m.parameters for m in plan.models):
+        raise ConfigError("fw takes no per-model parameters; put its settings under the recipe's parameters",
+                          "models")
+    parameters: dict[str, Any] = dict(plan.parameters or {})
+    settings = settings_from_parameters({k: v for k, v in parameters.items() if k not in DATA_KEYS})
+    return settings, recipe_calibration(parameters, base_dir)
+
+
 def frank_wolfe_to_disk(
     plan: MergePlan,
     out_dir: str | Path,
@@ -81,15 +95,9 @@ def frank_wolfe_to_disk(
 ) -> Path:
     """Run an ``fw`` recipe and write the merged checkpoint (atomically, with the recipe and ``extra_files``,
     name → text, beside it)."""
-    if plan.merge_method != METHOD or not plan.models or not plan.base_model:
-        raise ConfigError(
-            "an fw recipe needs merge_method: fw, a base_model and models (slices are not supported)"
-        )
-    if any(m.parameters for m in plan.models):
-        raise ConfigError("fw takes no per-model parameters; put its settings under the recipe's parameters")
+    settings, data = frank_wolfe_inputs(plan, base_dir)
+    assert plan.models and plan.base_model  # checked by frank_wolfe_inputs
     parameters: dict[str, Any] = dict(plan.parameters or {})
-    settings = settings_from_parameters({k: v for k, v in parameters.items() if k not in DATA_KEYS})
-    data = recipe_calibration(parameters, base_dir)
 
     def folder(ref: str) -> Path:
         return resolve_model_path(locate_model(ref, base_dir), allow_download=allow_download)

@@ -7,7 +7,6 @@ these adapters only translate arguments and say which ones a method ignores, so 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from evomerge.errors import ConfigError
 from evomerge.plan import MergePlan
@@ -40,17 +39,10 @@ def frank_wolfe(plan: MergePlan, out_dir: str | Path, *, base_dir: Path | None, 
 
 
 def check_frank_wolfe(plan: MergePlan, base_dir: Path | None) -> str:
-    from evomerge.merge.frank_wolfe import settings_from_parameters
-    from evomerge.merge.frank_wolfe_recipe import DATA_KEYS, recipe_calibration
+    from evomerge.merge.frank_wolfe_recipe import frank_wolfe_inputs
 
-    if not plan.models or not plan.base_model or plan.slices:
-        raise ConfigError("an fw recipe needs a base_model and models (slices are not supported)", "models")
-    if any(m.parameters for m in plan.models):
-        raise ConfigError("fw takes no per-model parameters; put its settings under the recipe's parameters",
-                          "models")
-    parameters: dict[str, Any] = dict(plan.parameters or {})
-    settings = settings_from_parameters({k: v for k, v in parameters.items() if k not in DATA_KEYS})
-    recipe_calibration(parameters, base_dir)
+    settings, _ = frank_wolfe_inputs(plan, base_dir)
+    assert plan.models is not None
     return f"fw: a pool of {len(plan.models)} models, up to {settings.max_iters} Frank–Wolfe steps"
 
 

@@ -24,9 +24,7 @@ def load_archive(run_dir: RunDir) -> Archive:
     from evomerge.search import objectives_of
 
     config = parse_config(load_yaml(run_dir.config_file), source=str(run_dir.config_file))
-    base_file = run_dir.path / "base_dir"
-    base_dir = Path(base_file.read_text().strip()) if base_file.is_file() else run_dir.path
-    archive = Archive(objectives_of(config, base_dir))
+    archive = Archive(objectives_of(config, run_dir.base_dir))
     for rec in run_dir.records():
         archive.add(candidate_of(rec), evaluation_of(rec), rec.get("cached_from"))
     return archive

@@ -57,8 +57,7 @@ def score_held_out(run_path: Path, *, split: str = "test", top: int = 1) -> list
     if not rd.exists():
         raise RunStateError(f"{run_path}: not a run directory (no config.yaml)")
     config = parse_config(load_yaml(rd.config_file), source=str(rd.config_file))
-    base_file = rd.path / "base_dir"
-    base_dir = Path(base_file.read_text().strip()) if base_file.is_file() else rd.path
+    base_dir = rd.base_dir
     ranked = load_archive(rd).ranked()[:top]
     if not ranked:
         raise RunStateError("the run has no successful full evaluation to score")

@@ -199,7 +199,7 @@ def start(config_path: Path, run_dir: Path | None, overrides: list[str], overwri
     search = assemble(config, run_path, base_dir)
     rd.path.mkdir(parents=True, exist_ok=True)
     rd.config_file.write_text(config.to_yaml())
-    (rd.path / "base_dir").write_text(str(base_dir))
+    rd.record_base_dir(base_dir)
     return search, resumed
 
 
@@ -216,9 +216,7 @@ def reopen(run_path: Path, overrides: list[str]) -> Search:
     if rd.status().get("state") == "finished" and stored.budget == config.budget:
         raise RunStateError(f"{run_path}: this search is finished ({rd.status().get('reason')}); raise the budget "
                             "with --set budget.evaluations=N to continue it")
-    base_file = rd.path / "base_dir"
-    base_dir = Path(base_file.read_text().strip()) if base_file.is_file() else rd.path
-    search = assemble(config, run_path.resolve(), base_dir)
+    search = assemble(config, run_path.resolve(), rd.base_dir)
     rd.config_file.write_text(config.to_yaml())
     return search
 

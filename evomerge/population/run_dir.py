@@ -64,6 +64,16 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_file.is_file()
 
+    @property
+    def base_dir(self) -> Path:
+        """The folder the config's relative paths are relative to (the config file's); the run itself when
+        none was recorded."""
+        recorded = self.path / "base_dir"
+        return Path(recorded.read_text().strip()) if recorded.is_file() else self.path
+
+    def record_base_dir(self, base_dir: Path) -> None:
+        (self.path / "base_dir").write_text(str(base_dir))
+
     # ------------------------------------------------------------------ lock
     def acquire(self) -> None:
         """One driver per run directory: a second `search`/`resume` on it fails instead of corrupting it."""

@@ -70,6 +70,4 @@ def _objectives(config: SearchConfig, rd: RunDir) -> list[Objective]:
     """The fitness suite's objectives: names and directions, known from its config alone."""
     from evomerge.search import objectives_of
 
-    base_file = rd.path / "base_dir"
-    base_dir = Path(base_file.read_text().strip()) if base_file.is_file() else rd.path
-    return objectives_of(config, base_dir)
+    return objectives_of(config, rd.base_dir)

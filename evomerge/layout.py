@@ -34,6 +34,16 @@ def rename_layer(name: str, new_index: int) -> str:
     return f"{m.group('prefix')}.{new_index}.{m.group('rest')}"
 
 
+VOCAB_TENSOR_HINTS = ("embed_tokens.", "wte.", "word_embeddings.", "lm_head.", "embed_out.")
+"""Name parts of the tensors indexed by token id: input embeddings and the LM head (weight and bias).
+Position embeddings (``wpe``, ``position_embeddings``) are indexed by position and never match."""
+
+
+def is_vocab_tensor(name: str) -> bool:
+    """Whether a tensor's first dimension is the vocabulary (input embeddings, LM head)."""
+    return role_of(name) in ("embedding", "head") and any(h in name for h in VOCAB_TENSOR_HINTS)
+
+
 def role_of(name: str) -> Role:
     n = name.lower()
     if any(h in n for h in ("experts.", "expert.")):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evomerge.errors import ConfigError, IncompatibleModelsError
-from evomerge.layout import ModelLayout, layer_count_key, layer_fraction, rename_layer
+from evomerge.layout import ModelLayout, is_vocab_tensor, layer_count_key, layer_fraction, rename_layer
 from evomerge.merge.operator import OperatorSpec, get_operator
 from evomerge.merge.params import ResolvedParams, Settings, resolve
 from evomerge.merge.vocab_union import VocabPlan, output_config, plan_vocabulary
@@ -233,9 +233,7 @@ class _Compiler:
         msg = f"shape mismatch at tensor {out!r}: {a} has {list(sa)}, {b} has {list(sb)}"
         if an != out or bn != out:
             msg += f" (source tensors {an!r} and {bn!r})"
-        if len(sa) == len(sb) == 2 and sa[1] == sb[1] and sa[0] != sb[0] and any(
-            h in out for h in ("embed", "lm_head", "wte", "word_embeddings")
-        ):
+        if len(sa) == len(sb) == 2 and sa[1] == sb[1] and sa[0] != sb[0] and is_vocab_tensor(out):
             msg += ("; the vocabularies differ: set 'tokenizer: {source: union}' to merge into the union of the "
                     "vocabularies (each model's embedding and LM-head rows re-indexed by token)")
         return msg

@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from evomerge.errors import ConfigError, IncompatibleModelsError
-from evomerge.layout import layer_of, role_of
+from evomerge.layout import is_vocab_tensor, layer_of
 from evomerge.merge.vocabulary import Vocabulary
 from evomerge.plan import MergePlan
-
-VOCAB_TENSOR_HINTS = ("embed_tokens.", "wte.", "word_embeddings.", "lm_head.", "embed_out.")
-"""Name parts of the tensors indexed by token id: input embeddings and the LM head (weight and bias).
-Position embeddings (``wpe``, ``position_embeddings``) are indexed by position and never match."""
 
 TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -84,8 +80,7 @@ def vocab_tensors(shapes: Mapping[str, Sequence[int]]) -> list[str]:
     """
     return [
         n for n, s in shapes.items()
-        if layer_of(n) is None and len(s) in (1, 2) and role_of(n) in ("embedding", "head")
-        and any(h in n for h in VOCAB_TENSOR_HINTS)
+        if layer_of(n) is None and len(s) in (1, 2) and is_vocab_tensor(n)
     ]
 
 

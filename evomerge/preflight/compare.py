@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evomerge.layout import ModelLayout, role_of
+from evomerge.layout import ModelLayout, is_vocab_tensor
 from evomerge.preflight.headers import SourceHeaders
 from evomerge.preflight.report import Check
 
@@ -44,11 +44,6 @@ def architecture(heads: Sequence[SourceHeaders]) -> list[Check]:
     if not out:
         out.append(Check("architecture", "ok", f"all {len(heads)} model(s) are {shown(first)}"))
     return out
-
-
-def _vocab_tensor(name: str) -> bool:
-    return role_of(name) in ("embedding", "head") and any(
-        h in name for h in ("embed_tokens", "wte", "word_embeddings", "lm_head", "embed_out", "output.weight"))
 
 
 def tensor_names(heads: Sequence[SourceHeaders]) -> list[Check]:
@@ -87,7 +82,7 @@ def shapes(heads: Sequence[SourceHeaders]) -> list[Check]:
 
 
 def _vocab_row_change(name: str, a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return _vocab_tensor(name) and len(a) == len(b) == 2 and a[1] == b[1] and a[0] != b[0]
+    return is_vocab_tensor(name) and len(a) == len(b) == 2 and a[1] == b[1] and a[0] != b[0]
 
 
 def _vocab_size(h: SourceHeaders) -> int | None:
@@ -95,7 +90,7 @@ def _vocab_size(h: SourceHeaders) -> int | None:
         value = cfg.get("vocab_size") if isinstance(cfg, dict) else None
         if isinstance(value, int):
             return value
-    rows = [s[0] for n, s in h.shapes.items() if _vocab_tensor(n) and len(s) == 2]
+    rows = [s[0] for n, s in h.shapes.items() if is_vocab_tensor(n) and len(s) == 2]
     return rows[0] if rows else None
 
 

@@ -86,9 +86,9 @@ class MoeLayer:
 
     def read(self, ckpt: Checkpoint, num_experts: int) -> ExpertStack:
         if self.fused:
-            gate_up = ckpt.get(f"{self.prefix}.experts.gate_up_proj").float()
-            gate, up = gate_up.chunk(2, dim=1)
-            return ExpertStack(gate.clone(), up.clone(), ckpt.get(f"{self.prefix}.experts.down_proj").float().clone())
+            gate, up = ckpt.get(f"{self.prefix}.experts.gate_up_proj").chunk(2, dim=1)
+            down = ckpt.get(f"{self.prefix}.experts.down_proj")
+            return ExpertStack(*(_owned_float32(t) for t in (gate, up, down)))
         g, u, d = self.arch.legacy_projections
         parts = [[ckpt.get(f"{self.prefix}.experts.{e}.{p}.weight").float() for e in range(num_experts)] for p in (g, u, d)]
         return ExpertStack(*(torch.stack(p) for p in parts))
@@ -181,3 +181,8 @@ def find_moe_layers(ckpt: Checkpoint, method: str) -> MoeModel:
                                               f"{list(shape)} (router {list(router_shape)})")
     top_k = int(ckpt.config.get(arch.top_k_key, 2))
     return MoeModel(arch, layers, num_experts, top_k, hidden, intermediate)
+
+
+def _owned_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous float32 copy in one pass (never a view of the memory-mapped checkpoint)."""
+    return tensor.to(torch.float32, memory_format=torch.contiguous_format, copy=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from evomerge.errors import StatisticsError
+from evomerge.layout import layer_of
 from evomerge.progress import progress_bar
 from evomerge.statistics.cache import folder_identity, module_identity, read_meta, write_atomically
 from evomerge.statistics.data import CalibrationData
@@ -34,7 +34,6 @@ FORMAT_VERSION = 1
 META_FILE = "moe.json"
 TENSOR_FILE = "moe.safetensors"
 TOKEN_CHUNK = 512
-_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 class MoeStatisticsSettings(BaseModel):
@@ -102,9 +101,9 @@ def sparse_blocks(model: nn.Module) -> dict[int, nn.Module]:
     out: dict[int, nn.Module] = {}
     for name, module in model.named_modules():
         gate, experts = getattr(module, "gate", None), getattr(module, "experts", None)
-        match = _LAYER_INDEX.search(name + ".")
-        if match and isinstance(gate, nn.Module) and isinstance(experts, nn.Module) and hasattr(gate, "weight"):
-            out.setdefault(int(match[1]), module)
+        layer = layer_of(name)  # the sparse block sits below its decoder layer: model.layers.3.mlp
+        if layer is not None and isinstance(gate, nn.Module) and isinstance(experts, nn.Module) and hasattr(gate, "weight"):
+            out.setdefault(layer, module)
     return out
 
 

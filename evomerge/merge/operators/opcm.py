@@ -92,7 +92,10 @@ def norm_ratio(task_squares: Iterable[float], merged_square: float) -> float:
 
 
 class OpcmNorms:
-    """GlobalPass: the whole-model 1/λ_K for the tensors with ``scaling: global`` (computes D_K once)."""
+    """GlobalPass: the whole-model 1/λ_K for the tensors with ``scaling: global``.
+
+    It runs every tensor's projections once to measure the norms, and the merge runs them again: keeping
+    each D_K until the merge pass would cost a second model's worth of memory, which OPCM exists to avoid."""
 
     n_passes = 1
 

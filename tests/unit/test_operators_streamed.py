@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
 from evomerge.merge.operator import MergeInputs, get_operator
-from evomerge.merge.operators import chunks, trim_rules
+from evomerge.merge.operators import chunks, ties_kernels, trim_rules
 from evomerge.merge.operators.selection import MagnitudeStream, rank_window_mask
 from evomerge.merge.operators.sparsify import trim_below, trim_to_top
 from evomerge.merge.operators.task_vectors import merge_task_vectors
@@ -45,6 +46,8 @@ def selection_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """Route ``tensor_trim_rules`` through each of its three exact selections."""
     if request.param != "whole":
         monkeypatch.setattr(trim_rules, "SMALL", 0)
+        monkeypatch.setattr(ties_kernels, "ALIGN", 1)  # several slices, whatever the size
+        monkeypatch.setattr(ties_kernels, "THREADS", 3)
         monkeypatch.setattr(trim_rules, "SAMPLE", 64)
         trim_rules._sample_positions.cache_clear()
     if request.param == "radix":  # as if every window missed the k-th value
@@ -75,7 +78,7 @@ def test_the_sampled_window_usually_holds_the_kth_value() -> None:
     gen = torch.Generator().manual_seed(3)
     base, model = torch.randn(300_000, generator=gen), torch.randn(300_000, generator=gen)
     flat_base, flats = base, [model]
-    windows = trim_rules._gather(flats, flat_base, {0: 30_000}, chunks.CHUNK)
+    windows, _ = trim_rules._gather(flats, flat_base, {0: 30_000})
     stat = windows[0].result(base.numel())
     assert stat is not None and windows[0].gathered < base.numel() // 10
     expected = torch.kthvalue((model - base).abs(), base.numel() - 30_000 + 1).values
@@ -118,6 +121,43 @@ def test_streamed_merge_pass_equals_the_whole_tensor_path(
     expected = whole_tensor_ties(tensors, base, weights, rules,
                                  {"zero_sign": zero_sign, "normalize": normalize, "lambda": scale})
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), n=st.integers(1, 60), k=st.integers(1, 4), threads=st.integers(1, 4),
+       zero_sign=st.sampled_from(["positive", "majority"]), normalize=st.booleans(),
+       scale=st.sampled_from([1.0, 0.5, -2.0]))
+def test_compiled_merge_pass_equals_the_streamed_one_exactly(
+    data: st.DataObject, n: int, k: int, threads: int, zero_sign: str, normalize: bool, scale: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ties_kernels, "ALIGN", 1)
+    monkeypatch.setattr(ties_kernels, "THREADS", threads)
+    base = torch.tensor(data.draw(st.lists(tied_values | any_values, min_size=n, max_size=n)))
+    tensors = [base + torch.tensor(data.draw(st.lists(tied_values, min_size=n, max_size=n))) for _ in range(k)]
+    weights = data.draw(st.lists(st.sampled_from([1.0, 0.5, 2.0, 0.3, -1.0, 0.0]), min_size=k, max_size=k))
+    densities = data.draw(st.lists(st.sampled_from([0.2, 0.5, 0.7, 1.0]), min_size=k, max_size=k))
+    rules = tensor_trim_rules(tensors, base, densities, 4)
+    streamed = torch.empty_like(base)
+    ties_stream(tensors, base, weights, rules, zero_sign=zero_sign, normalize=normalize, scale=scale,
+                out=streamed, chunk=7)
+    compiled = torch.full_like(base, float("nan"))
+    ties_kernels.merge(ties_kernels.as_arrays(tensors), base.numpy(), weights, [r.value for r in rules],
+                       [r.drops.numpy() if r.drops is not None else np.empty(0, np.int64) for r in rules],
+                       zero_sign=zero_sign, normalize=normalize, scale=scale, out=compiled.numpy())
+    assert torch.equal(compiled, streamed), (compiled - streamed).abs().max()
+
+
+def test_compiled_majority_zero_sign_merges_again_when_the_tensor_leans_negative() -> None:
+    base = torch.zeros(9)
+    a = torch.tensor([1.0, -1, -1, -1, -1, -1, -1, -1, -1])
+    b = torch.tensor([-1.0, -1, -1, -1, -1, -1, -1, -1, -1])
+    out = torch.empty(9)
+    ties_kernels.merge(ties_kernels.as_arrays([a, b]), base.numpy(), [1.0, 1.0], [0.0, 0.0],
+                       [np.empty(0, np.int64)] * 2, zero_sign="majority", normalize=True, scale=1.0,
+                       out=out.numpy())
+    assert out[0] == -1.0
+    torch.testing.assert_close(out[1:], torch.full((8,), -1.0))
 
 
 def test_majority_zero_sign_revisits_cancelled_spans_when_the_tensor_leans_negative() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 from evomerge.merge.operator import MergeInputs, operator
@@ -121,14 +124,40 @@ def _ties_streamed(
         rules = [KEEP_ALL if d >= 1 else TrimRule(float(t)) for d, t in zip(densities, thresholds)]
     else:
         rules = tensor_trim_rules(inputs.tensors, base, densities, chunk)
+    weights = per_input(inputs, params, "weight")
+    out = output_buffer(inputs, base)
+    if base.device.type == "cpu":
+        return _ties_compiled(inputs.tensors, base, weights, rules, params, out)
     return ties_stream(
         inputs.tensors,
         base,
-        per_input(inputs, params, "weight"),
+        weights,
         rules,
         zero_sign=params["zero_sign"],
         normalize=bool(params["normalize"]),
         scale=float(params["lambda"]),
-        out=output_buffer(inputs, base),
+        out=out,
         chunk=chunk,
     )
+
+
+def _ties_compiled(
+    tensors: Sequence[torch.Tensor], base: torch.Tensor, weights: list[float], rules: list[TrimRule],
+    params: ResolvedParams, out: torch.Tensor,
+) -> torch.Tensor:
+    """The CPU merge pass as one compiled loop per thread (``ties_kernels.py``), same numbers as ``ties_stream``."""
+    from evomerge.merge.operators import ties_kernels  # numba: imported only when a CPU TIES merge runs
+
+    empty = np.empty(0, np.int64)
+    ties_kernels.merge(
+        ties_kernels.as_arrays(tensors),
+        ties_kernels.as_arrays([base])[0],
+        weights,
+        [rule.value for rule in rules],
+        [rule.drops.numpy() if rule.drops is not None else empty for rule in rules],
+        zero_sign=params["zero_sign"],
+        normalize=bool(params["normalize"]),
+        scale=float(params["lambda"]),
+        out=out.view(-1).numpy(),
+    )
+    return out

@@ -4,7 +4,8 @@ The whole-tensor formulation (``task_vectors.py``) makes about twenty full-size 
 per weight (task vectors, magnitudes, masks, four accumulators). Here each span of the weight goes through
 every step while it sits in the L2 cache: the inputs stream from memory twice (the selection pass of
 ``trim_rules.py`` and this merge pass), the output is written once, and nothing allocated grows with the
-weight (the result goes into the buffer the executor offers).
+weight (the result goes into the buffer the executor offers). Accelerators run it with one span per weight;
+CPUs run its compiled twin (``ties_kernels.py``), which gives the same numbers.
 
 The trim keeps the entries ``trim_to_top`` / ``trim_below`` keep (the exact k-th largest magnitude, ties at
 it kept or dropped by flat position). The election and the mean are ``_sum_agreeing``'s: γ = sign(Σ_i w_i τ̂_i)

@@ -3,7 +3,7 @@
 ``trim_to_top`` keeps the ``k = max(1, int(d·n))`` largest magnitudes, ties broken by flat position. The
 k-th largest value v and the positions of the entries equal to v that rank below the k kept (the first
 ones in flat order; usually none) describe that set completely (``TrimRule``). Finding v exactly usually
-takes one pass over the weight in cache-sized spans:
+takes one pass over the weight:
 
 1. a seeded random sample of 16k magnitudes brackets the k-th largest in a window [lo, hi] whose edges
    sit five standard deviations of the sample quantile away from it;
@@ -12,10 +12,10 @@ takes one pass over the weight in cache-sized spans:
    it exactly; otherwise, or when the window holds too many values (heavy ties), the two-pass radix
    select of ``MagnitudeStream`` does, in bounded memory.
 
-The sample decides only the speed, never the result. The pass runs on numpy views of the CPU tensors:
-numpy's comparisons and boolean gathers are 5-10 times faster than torch's on small spans. Accelerators
-take the whole-tensor radix select, small tensors ``kthvalue``. Tied entries to drop are looked up only in
-the spans whose gathered values hold v.
+The sample decides only the speed, never the result. The pass is a compiled loop over numpy views of the
+CPU tensors, one slice of the weight per thread (``ties_kernels.py``). Accelerators take the whole-tensor
+radix select, small tensors ``kthvalue``. Tied entries to drop are looked up only in the slices whose
+gathered values hold v.
 """
 
 from __future__ import annotations
@@ -104,10 +104,11 @@ def tensor_trim_rules(
         for i, k in wanted.items():
             found[i] = _whole(torch.sub(flats[i], flat_base).abs_(), n - k + 1), n, None
     else:
-        for gathered in _gather(flats, flat_base, wanted, chunk):
+        windows, span = _gather(flats, flat_base, wanted)
+        for gathered in windows:
             stat = gathered.result(n)
             if stat is not None:
-                found[gathered.index] = stat, chunk, gathered
+                found[gathered.index] = stat, span, gathered
         missed = {i: k for i, k in wanted.items() if i not in found}
         for i, stat in _radix(flats, flat_base, missed, chunk).items():
             found[i] = stat, chunk, None
@@ -171,27 +172,23 @@ def _bracket(x: np.ndarray, base: np.ndarray, index: int, k: int) -> _Window:
     return _Window(index, k, np.float32(lo), np.float32(hi), cap=n // 8 + SAMPLE, parts=[])
 
 
-def _gather(flats: list[torch.Tensor], base: torch.Tensor, wanted: dict[int, int], chunk: int) -> list[_Window]:
-    """The streaming pass: per model, count the magnitudes above its window and gather those inside."""
-    base_np, arrays = base.detach().numpy(), [t.detach().numpy() for t in flats]
+def _gather(flats: list[torch.Tensor], base: torch.Tensor, wanted: dict[int, int]) -> tuple[list[_Window], int]:
+    """The streaming pass (compiled, one slice of the weight per thread): per model, count the magnitudes
+    above its window and gather those inside. Also returns the slice length (the "span" of the parts)."""
+    from evomerge.merge.operators import ties_kernels  # numba: imported only when a CPU trim needs it
+
+    base_np = base.detach().numpy()
+    arrays = ties_kernels.as_arrays(flats)
     windows = [_bracket(arrays[i], base_np, i, k) for i, k in wanted.items()]
-    magnitudes = np.empty(min(chunk, base_np.size), np.float32)
-    above, inside = np.empty(magnitudes.size, bool), np.empty(magnitudes.size, bool)
-    for start, stop in spans(base_np.size, chunk):
-        m = stop - start
-        mag, over, within = magnitudes[:m], above[:m], inside[:m]
-        for w in windows:
-            if w.parts is None:
-                continue
-            np.abs(np.subtract(arrays[w.index][start:stop], base_np[start:stop], out=mag), out=mag)
-            w.above += int(np.count_nonzero(np.greater(mag, w.hi, out=over)))
-            np.logical_and(np.greater_equal(mag, w.lo, out=within), np.less_equal(mag, w.hi, out=over), out=within)
-            part = mag[within]
-            w.parts.append(part)
-            w.gathered += part.size
-            if w.gathered > w.cap:  # heavy ties around the k-th: leave it to the radix select
-                w.parts = None
-    return windows
+    chosen = tuple(arrays[w.index] for w in windows)
+    lo = np.asarray([w.lo for w in windows], np.float32)
+    hi = np.asarray([w.hi for w in windows], np.float32)
+    above, parts, bounds = ties_kernels.gather_windows(chosen, base_np, lo, hi, windows[0].cap)
+    for w, count, model_parts in zip(windows, above, parts):
+        w.above = int(count)
+        w.gathered = sum(part.size for part in model_parts if part is not None)
+        w.parts = None if any(p is None for p in model_parts) or w.gathered > w.cap else list(model_parts)
+    return windows, bounds[0][1] - bounds[0][0]
 
 
 def _radix(flats: list[torch.Tensor], base: torch.Tensor, wanted: dict[int, int], chunk: int) -> dict[int, OrderStatistic]:

@@ -13,7 +13,8 @@ density 0.5) prints:
 * the ratios: mergekit wall / evomerge wall (target >= 5), evomerge merge / floor (target <= 4), and
   evomerge RSS / mergekit RSS (target <= 1).
 
-Every tool starts from the same state: inputs read once beforehand (warm page cache), no output folder
+Every tool starts from the same state: inputs read once beforehand (warm page cache), the disk idle (a
+sync after the previous run, whose output would otherwise still be written back), no output folder
 (each output is deleted before its run, so no run pays for deleting an old one), and recently freed memory
 for its output: on a virtual machine, memory the guest has never touched costs a host fault per page on
 first use (writing 485 MiB into such pages took 1.3 s here instead of 0.14 s), so a scratch file as large
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -41,24 +43,37 @@ import yaml
 HERE = Path(__file__).resolve().parent
 
 
-def build_models(work: Path, hidden: int, layers: int, vocab: int) -> list[Path]:
-    from evomerge.tiny_models import make_tiny_model
+BUILD = """
+import sys
+from evomerge.tiny_models import make_tiny_model
+path, seed, hidden, layers, vocab = sys.argv[1], *map(int, sys.argv[2:])
+make_tiny_model(path, arch="llama", seed=seed, hidden=hidden, layers=layers, heads=12, vocab_size=vocab,
+                tokenizer=False, intermediate_size=hidden * 8 // 3)
+"""
 
+
+def build_models(work: Path, hidden: int, layers: int, vocab: int) -> list[Path]:
+    """Three random-init checkpoints, each built in a child process: this process stays small, because a
+    child's peak RSS as the kernel reports it starts from its parent's size at the fork."""
     paths = []
     for seed in range(3):
         path = work / f"llama-h{hidden}-l{layers}-v{vocab}-s{seed}"
         if not (path / "config.json").is_file():
             print(f"building {path.name} ...", flush=True)
-            make_tiny_model(path, arch="llama", seed=seed, hidden=hidden, layers=layers, heads=12,
-                            vocab_size=vocab, tokenizer=False, intermediate_size=hidden * 8 // 3)
+            subprocess.run([sys.executable, "-c", BUILD, str(path), str(seed), str(hidden), str(layers), str(vocab)],
+                           check=True)
         paths.append(path)
     return paths
 
 
 def n_params(path: Path) -> int:
-    from evomerge.io import Checkpoint
-
-    return sum(m.numel for m in Checkpoint(path).meta.values())
+    """Parameters of a checkpoint, from its safetensors headers (no torch import in this process)."""
+    total = 0
+    for f in path.glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(info["shape"]) for name, info in header.items() if name != "__metadata__")
+    return total
 
 
 def warm(paths: list[Path]) -> None:
@@ -159,11 +174,17 @@ def measure(method: str, recipe: dict, models: list[Path], work: Path, mergekit_
         remove(target)
         warm(models)
         recycle_memory(work, out_bytes)
+        os.sync()  # no run starts while the disk still writes back an earlier run's output
 
     def floor() -> tuple[float, ...]:
-        fresh(floor_file)
-        _, rss, text = run_measured([str(exe), "-c", FLOOR_INNER, *files, str(floor_file), str(out_bytes)])
-        return json.loads(text.strip().splitlines()[-1])["floor_seconds"], rss
+        """The fastest of three copies per round: a floor is what the machine can do at best, and one
+        copy takes half a second, so a burst of other load is cheap to sit out."""
+        runs = []
+        for _ in range(3):
+            fresh(floor_file)
+            _, rss, text = run_measured([str(exe), "-c", FLOOR_INNER, *files, str(floor_file), str(out_bytes)])
+            runs.append((json.loads(text.strip().splitlines()[-1])["floor_seconds"], rss))
+        return min(runs)
 
     def evomerge_wall() -> tuple[float, ...]:
         fresh(out)

@@ -258,9 +258,3 @@ def test_executor_serves_every_tensor_from_one_reused_buffer(llama_family: dict[
         if task.floating:
             storages.add(tensor.untyped_storage().data_ptr())
     assert len(storages) == 1
-
-
-def test_compiled_and_streamed_paths_share_the_model_limit() -> None:
-    from evomerge.merge.operators import ties
-
-    assert ties.COMPILED_MAX_MODELS == ties_kernels.MAX_MODELS

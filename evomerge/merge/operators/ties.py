@@ -46,11 +46,6 @@ ZERO_SIGN = ParamSpec(
 )
 
 
-COMPILED_MAX_MODELS = 62
-"""``ties_kernels.MAX_MODELS`` (not imported here: importing the kernels imports numba); more models take
-the span-streamed path."""
-
-
 def _needs_thresholds(params: ResolvedParams) -> bool:
     return bool(params["trim_scope"] == "global")
 
@@ -131,7 +126,7 @@ def _ties_streamed(
         rules = tensor_trim_rules(inputs.tensors, base, densities, chunk)
     weights = per_input(inputs, params, "weight")
     out = output_buffer(inputs, base)
-    if base.device.type == "cpu" and len(inputs.tensors) <= COMPILED_MAX_MODELS:
+    if base.device.type == "cpu":
         return _ties_compiled(inputs.tensors, base, weights, rules, params, out)
     return ties_stream(
         inputs.tensors,

@@ -33,8 +33,6 @@ THREADS: int | None = None
 """Slices per weight; None: ``torch.get_num_threads()`` (the intra-op threads the user allowed)."""
 
 
-MAX_MODELS = 62
-"""Dropped ties are marked per entry in one int64 bit mask, a bit per model."""
 BLOCK = 1 << 10
 """Entries per block of the gather: magnitudes go through an L1-sized buffer between its two loops."""
 
@@ -89,22 +87,23 @@ def _trimmed(xs, k, i, b, weights, thresholds, dropped):  # type: ignore[no-unty
 
 
 @numba.njit(error_model="numpy")  # LLVM inlines it (numba's inline="always" stops the loop vectorizing when cached)
-def _entry(xs, base, i, weights, thresholds, drop_mask, zero_positive, normalize, scale, min_weight, positive):  # type: ignore[no-untyped-def]
-    """TIES at entry i, with ``ties_stream._SpanMerger.merge``'s float32 operations in its order.
-    Returns (merged value, sign of the election, 1 if the election cancelled exactly with agreeing models)."""
+def _entry(xs, base, i, weights, thresholds, dropped, zero_positive, normalize, scale, min_weight, positive):  # type: ignore[no-untyped-def]
+    """TIES at entry i, with ``ties_stream._SpanMerger.merge``'s float32 operations in its order; ``dropped[k]``
+    marks model k's entry as a tie its trim drops. Returns (merged value, sign of the election, 1 if the
+    election cancelled exactly with agreeing models)."""
     one = np.float32(1.0)
     zero = np.float32(0.0)
     b = base[i]
-    elect = _trimmed(xs, 0, i, b, weights, thresholds, (drop_mask & 1) != 0)
+    elect = _trimmed(xs, 0, i, b, weights, thresholds, dropped[0])
     for k in range(1, len(xs)):
-        elect = elect + _trimmed(xs, k, i, b, weights, thresholds, (drop_mask >> k) & 1 != 0)
+        elect = elect + _trimmed(xs, k, i, b, weights, thresholds, dropped[k])
     gamma = np.float32(math.copysign(1.0, elect)) if zero_positive else (one if elect > zero else -one)
-    total = _trimmed(xs, 0, i, b, weights, thresholds, (drop_mask & 1) != 0) * gamma
+    total = _trimmed(xs, 0, i, b, weights, thresholds, dropped[0]) * gamma
     total = zero if total < zero else total
     divisor = one if total > zero else zero
     divisor = divisor * weights[0] if weights[0] != one else divisor
     for k in range(1, len(xs)):
-        part = _trimmed(xs, k, i, b, weights, thresholds, (drop_mask >> k) & 1 != 0) * gamma
+        part = _trimmed(xs, k, i, b, weights, thresholds, dropped[k]) * gamma
         part = zero if part < zero else part
         total = total + part
         divisor = divisor + weights[k] * (one if part > zero else zero)
@@ -123,7 +122,7 @@ def _entry(xs, base, i, weights, thresholds, drop_mask, zero_positive, normalize
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")  # numpy's: no zero-division check, so it vectorizes
 def _merge_slice(  # type: ignore[no-untyped-def]
-    xs, base, weights, thresholds, drops, drop_masks, zero_positive, normalize, scale, min_weight, positive,
+    xs, base, weights, thresholds, drops, dropped, zero_positive, normalize, scale, min_weight, positive,
     out, start, stop,
 ):
     """TIES on entries [start, stop) into ``out``; returns (Σ sign(election), entries whose election
@@ -131,9 +130,10 @@ def _merge_slice(  # type: ignore[no-untyped-def]
     (a handful per weight, so the loop stays branch-free); those entries are merged again afterwards."""
     balance = 0
     cancelled = 0
+    kept = np.zeros(len(xs), np.bool_)
     for i in range(np.uintp(start), np.uintp(stop)):  # unsigned: no negative-index wraparound, so it vectorizes
         value, sign, cancel = _entry(
-            xs, base, i, weights, thresholds, 0, zero_positive, normalize, scale, min_weight, positive
+            xs, base, i, weights, thresholds, kept, zero_positive, normalize, scale, min_weight, positive
         )
         out[i] = value
         balance += sign
@@ -141,10 +141,10 @@ def _merge_slice(  # type: ignore[no-untyped-def]
     for j in range(drops.shape[0]):
         i = drops[j]
         _, old_sign, old_cancel = _entry(
-            xs, base, i, weights, thresholds, 0, zero_positive, normalize, scale, min_weight, positive
+            xs, base, i, weights, thresholds, kept, zero_positive, normalize, scale, min_weight, positive
         )
         value, sign, cancel = _entry(
-            xs, base, i, weights, thresholds, drop_masks[j], zero_positive, normalize, scale, min_weight, positive
+            xs, base, i, weights, thresholds, dropped[j], zero_positive, normalize, scale, min_weight, positive
         )
         out[i] = value
         balance += sign - old_sign
@@ -215,14 +215,14 @@ def merge(
     positions of model k's tied entries that its trim drops."""
     w = np.asarray(weights, np.float32)
     t = np.asarray(thresholds, np.float32)
-    positions, masks = _drop_table(drops)
+    positions, dropped = _drop_table(drops)
     bounds = slices(base.size)
 
     def run(zero_positive: bool) -> list[tuple[int, int]]:
         def job(start: int, stop: int) -> tuple[int, int]:
             first, last = np.searchsorted(positions, [start, stop])
             return _merge_slice(
-                xs, base, w, t, positions[first:last], masks[first:last], zero_positive, normalize,
+                xs, base, w, t, positions[first:last], dropped[first:last], zero_positive, normalize,
                 np.float32(scale), np.float32(min(weights)), min(weights) > 0, out, start, stop,
             )
 
@@ -234,11 +234,9 @@ def merge(
 
 
 def _drop_table(drops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The positions any model drops (sorted, unique) and, per position, a bit mask of the models that do."""
-    if len(drops) > MAX_MODELS:
-        raise ValueError(f"the compiled TIES merge takes at most {MAX_MODELS} models")
+    """The positions any model drops (sorted, unique) and, per position and model, whether that model does."""
     positions = np.unique(np.concatenate([np.asarray(d, np.int64) for d in drops] + [np.empty(0, np.int64)]))
-    masks = np.zeros(positions.size, np.int64)
+    dropped = np.zeros((positions.size, len(drops)), np.bool_)
     for k, d in enumerate(drops):
-        masks[np.searchsorted(positions, np.asarray(d, np.int64))] |= 1 << k
-    return positions, masks
+        dropped[np.searchsorted(positions, np.asarray(d, np.int64)), k] = True
+    return positions, dropped

@@ -142,32 +142,27 @@ def test_compiled_merge_pass_equals_the_streamed_one_exactly(
     ties_stream(tensors, base, weights, rules, zero_sign=zero_sign, normalize=normalize, scale=scale,
                 out=streamed, chunk=7)
     compiled = torch.full_like(base, float("nan"))
-    ties_kernels.merge(ties_kernels.as_arrays(tensors), base.numpy(), weights, [r.value for r in rules],
-                       [r.drops.numpy() if r.drops is not None else np.empty(0, np.int64) for r in rules],
-                       zero_sign=zero_sign, normalize=normalize, scale=scale, out=compiled.numpy())
+    compiled_ties(tensors, base, weights, rules, zero_sign=zero_sign, normalize=normalize, scale=scale, out=compiled)
     assert torch.equal(compiled, streamed), (compiled - streamed).abs().max()
 
 
-def test_compiled_majority_zero_sign_merges_again_when_the_tensor_leans_negative() -> None:
-    base = torch.zeros(9)
-    a = torch.tensor([1.0, -1, -1, -1, -1, -1, -1, -1, -1])
-    b = torch.tensor([-1.0, -1, -1, -1, -1, -1, -1, -1, -1])
-    out = torch.empty(9)
-    ties_kernels.merge(ties_kernels.as_arrays([a, b]), base.numpy(), [1.0, 1.0], [0.0, 0.0],
-                       [np.empty(0, np.int64)] * 2, zero_sign="majority", normalize=True, scale=1.0,
-                       out=out.numpy())
-    assert out[0] == -1.0
-    torch.testing.assert_close(out[1:], torch.full((8,), -1.0))
+def compiled_ties(tensors: list[torch.Tensor], base: torch.Tensor, weights: list[float], rules: list[TrimRule],
+                  *, zero_sign: str, normalize: bool, scale: float, out: torch.Tensor, chunk: int = 0) -> None:
+    """``ties_kernels.merge`` called as ``ties_stream`` is (``chunk`` unused: the slices follow ``THREADS``)."""
+    ties_kernels.merge(ties_kernels.as_arrays(tensors), base.numpy(), weights, [r.value for r in rules],
+                       [r.drops.numpy() if r.drops is not None else np.empty(0, np.int64) for r in rules],
+                       zero_sign=zero_sign, normalize=normalize, scale=scale, out=out.numpy())
 
 
-def test_majority_zero_sign_revisits_cancelled_spans_when_the_tensor_leans_negative() -> None:
+@pytest.mark.parametrize("merge", [ties_stream, compiled_ties], ids=["streamed", "compiled"])
+def test_majority_zero_sign_revisits_cancelled_spans_when_the_tensor_leans_negative(merge: Any) -> None:
     base = torch.zeros(9)
     # entry 0 cancels exactly (+1 and −1); every other entry elects − : the tensor's majority is −
     a = torch.tensor([1.0, -1, -1, -1, -1, -1, -1, -1, -1])
     b = torch.tensor([-1.0, -1, -1, -1, -1, -1, -1, -1, -1])
     out = torch.empty(9)
-    ties_stream([a, b], base, [1.0, 1.0], [KEEP_ALL, KEEP_ALL], zero_sign="majority", normalize=True, scale=1.0,
-                out=out, chunk=2)
+    merge([a, b], base, [1.0, 1.0], [KEEP_ALL, KEEP_ALL], zero_sign="majority", normalize=True, scale=1.0,
+          out=out, chunk=2)
     assert out[0] == -1.0  # γ = − at the cancellation: only b agrees
     torch.testing.assert_close(out[1:], torch.full((8,), -1.0))
 
